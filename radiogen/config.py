@@ -1,0 +1,399 @@
+"""Typed experiment configuration: one frozen dataclass per component, loaded from YAML.
+
+An experiment file maps onto `ExperimentConfig`; each component receives only its own slice.
+Unknown keys, wrong types, values out of range and impossible combinations are errors that name
+the key (`generator.code_dim`) and say what is allowed. Nothing is silently repaired.
+
+A file may start from another with `extends: other.yaml` (resolved relative to the file);
+command-line overrides use dotted keys: `--set loss.lambda_l1=50`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+HEADS = ("I", "IS", "ISG")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key and how to fix it."""
+
+
+class _FieldError(ValueError):
+    """Raised by a slice's checks; the loader prefixes the slice path to the field name."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+def _require(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise _FieldError(name, message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the model sees of the data."""
+
+    image_size: int = 128
+    """Side of the square 2D slices in pixels (paper: VOIs resampled to 128x128)."""
+    n_genes: int = 5172
+    """Length of the gene-expression vector (paper: 5172 genes without NA)."""
+    gene_norm: Literal["raw", "log_zscore"] = "log_zscore"
+    """raw: expression used as given; log_zscore: log2(x+1), then z-score fitted on the training split."""
+
+    def __post_init__(self) -> None:
+        _require(self.image_size >= 8, "image_size", f"must be >= 8 pixels, got {self.image_size}")
+        _require(self.n_genes >= 1, "n_genes", f"must be >= 1, got {self.n_genes}")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """The generator: the paper's multi-conditional GAN (`proposed`) or the MC-GAN baseline."""
+
+    arch: Literal["proposed", "mcgan"] = "proposed"
+    """proposed: Xu et al. 2019 (fusion blocks + AdaIN); mcgan: the Park et al. 2018 baseline."""
+    base_channels: int = 32
+    """Channels of the full-resolution background feature; doubled at every stride-2 level."""
+    max_channels: int = 512
+    """Cap on channels at any level."""
+    depth: int = 4
+    """Number of stride-2 levels of the background encoder; synthesis starts at image_size / 2**depth."""
+    gene_hidden: int = 512
+    """Width of the hidden layer of the two-layer gene mapping network (proposed) ."""
+    code_dim: int = 128
+    """Size of the gene code phi(g) (paper Fig. 4: 128); the baseline's conditioning-augmentation code."""
+    noise_dim: int = 10
+    """Size of the N(0, 1) noise concatenated with the code to form the style; 0 = no noise."""
+    fusion: Literal["paper", "concat", "additive"] = "paper"
+    """paper: weight-map gating with '+' (object*w, AdaIN) and '-' (background*(1-w)) paths;
+    concat: background and synthetic features concatenated and convolved (no weight map);
+    additive: object*w styled by AdaIN added to the unsuppressed background (no '-' path)."""
+    adain: Literal["affine", "off"] = "affine"
+    """affine: AdaIN with scale/bias from a learned affine of the style; off: no style modulation
+    inside the fusion blocks (the gene then enters only through the start of synthesis)."""
+    fusion_levels: int | None = None
+    """How many resolutions, counted from the bottleneck upward, get a fusion block; None = all
+    (depth + 1). Levels without one pass the synthetic feature straight to the upsampler."""
+    final_blend: bool = True
+    """Output image = background * (1 - mask) + synthesis * mask; False = the synthesis itself."""
+    weight_activation: Literal["sigmoid", "tanh"] = "sigmoid"
+    """Squashing of the fusion weight map: sigmoid or (tanh + 1) / 2."""
+    mask_activation: Literal["sigmoid", "tanh"] = "sigmoid"
+    """Squashing of the generated mask channel: sigmoid or (tanh + 1) / 2."""
+
+    def __post_init__(self) -> None:
+        for name in ("base_channels", "max_channels", "depth", "gene_hidden", "code_dim"):
+            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _require(self.max_channels >= self.base_channels, "max_channels",
+                 f"must be >= base_channels ({self.base_channels}), got {self.max_channels}")
+        _require(self.noise_dim >= 0, "noise_dim", f"must be >= 0 (0 = no noise), got {self.noise_dim}")
+        if self.fusion_levels is not None:
+            _require(1 <= self.fusion_levels <= self.depth + 1, "fusion_levels",
+                     f"must be between 1 (bottleneck only) and depth + 1 = {self.depth + 1} (all), "
+                     f"or null for all; got {self.fusion_levels}")
+
+    @property
+    def n_fusion_levels(self) -> int:
+        return self.depth + 1 if self.fusion_levels is None else self.fusion_levels
+
+
+# Fields that only the proposed generator reads; setting them for the baseline is a mistake.
+_PROPOSED_ONLY = ("fusion", "adain", "fusion_levels", "final_blend", "weight_activation", "gene_hidden")
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """The three-head discriminator (D_I, D_IS, D_ISG); which heads exist follows the loss weights."""
+
+    base_channels: int = 64
+    """Channels after the first stride-2 convolution; doubled per level."""
+    max_channels: int = 512
+    """Cap on channels at any level."""
+    depth: int = 4
+    """Number of stride-2 convolutions in each encoder (paper default: 64 -> 512 in 4 levels)."""
+
+    def __post_init__(self) -> None:
+        for name in ("base_channels", "max_channels", "depth"):
+            _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _require(self.max_channels >= self.base_channels, "max_channels",
+                 f"must be >= base_channels ({self.base_channels}), got {self.max_channels}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Least-squares GAN losses of the paper, per-head weights and the background L1."""
+
+    weight_I: float = 1.0
+    """Weight of the D_I(image) head in both D and G losses; 0 = head not built, not computed."""
+    weight_IS: float = 1.0
+    """Weight of the D_IS(image, mask) head; 0 = not computed (its encoder still serves D_ISG)."""
+    weight_ISG: float = 1.0
+    """Weight of the D_ISG(image, mask, code) head; 0 = not computed."""
+    lambda_l1: float = 100.0
+    """lambda of the background L1 between synthetic image and background input; 0 = off."""
+    erosion: int = 5
+    """Side of the square erosion applied to the generated background (1 - mask); 1 = none."""
+    kl_weight: float = 2.0
+    """Weight of the KL term of the baseline's conditioning augmentation (mcgan only)."""
+
+    def __post_init__(self) -> None:
+        for name in ("weight_I", "weight_IS", "weight_ISG", "lambda_l1", "kl_weight"):
+            _require(getattr(self, name) >= 0, name, f"must be >= 0 (0 = term off), got {getattr(self, name)}")
+        _require(self.erosion >= 1 and self.erosion % 2 == 1, "erosion",
+                 f"must be an odd size >= 1 (1 = no erosion), got {self.erosion}")
+        _require(any(getattr(self, f"weight_{h}") > 0 for h in HEADS), "weight_I",
+                 "at least one discriminator head needs a weight > 0 (weight_I, weight_IS, weight_ISG)")
+
+    @property
+    def head_weights(self) -> dict[str, float]:
+        """Weights of the heads that are computed, in the order I, IS, ISG."""
+        return {h: getattr(self, f"weight_{h}") for h in HEADS if getattr(self, f"weight_{h}") > 0}
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam for G and D (paper defaults from the authors' code)."""
+
+    lr_G: float = 1e-4
+    """Generator learning rate."""
+    lr_D: float = 1e-4
+    """Discriminator learning rate."""
+    beta1: float = 0.5
+    """Adam beta1."""
+    beta2: float = 0.999
+    """Adam beta2."""
+    grad_clip: float = 0.0
+    """Clip each model's gradient norm to this value; 0 = no clipping (norms are still reported)."""
+
+    def __post_init__(self) -> None:
+        for name in ("lr_G", "lr_D"):
+            _require(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
+        for name in ("beta1", "beta2"):
+            _require(0 <= getattr(self, name) < 1, name, f"must be in [0, 1), got {getattr(self, name)}")
+        _require(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop."""
+
+    batch_size: int = 16
+    """Samples per step per worker (paper: 16 per GPU)."""
+    max_steps: int = 20000
+    """Training steps (one D step and one G step each)."""
+    seed: int = 0
+    """Seed of weights, noise and data order."""
+    ema_decay: float = 0.999
+    """Decay of the exponential moving average of G's weights used for evaluation and figures."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto: bf16 autocast on CUDA, fp32 elsewhere; fp32; bf16: autocast to bfloat16 on any device."""
+    channels_last: bool = False
+    """Run both networks in channels_last memory format (faster convolutions on recent GPUs)."""
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size >= 2, "batch_size",
+                 f"must be >= 2 (mismatched tuples need another subject in the batch), got {self.batch_size}")
+        _require(self.max_steps >= 1, "max_steps", f"must be >= 1, got {self.max_steps}")
+        _require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: one slice per component."""
+
+    name: str = "paper"
+    """Name of the experiment / ablation (used for tags and run names)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        size, g, d = self.data.image_size, self.generator, self.discriminator
+        for where, depth in (("generator.depth", g.depth), ("discriminator.depth", d.depth)):
+            if size % 2**depth != 0:
+                raise _FieldError(where, f"data.image_size={size} is not divisible by 2**{depth}={2**depth}; "
+                                         f"use an image size that is a multiple of {2**depth} or a smaller depth")
+        if g.arch == "mcgan":
+            default = GeneratorConfig()
+            for name in _PROPOSED_ONLY:
+                if getattr(g, name) != getattr(default, name):
+                    raise _FieldError(f"generator.{name}",
+                                      f"has no effect with generator.arch=mcgan (the baseline has its own "
+                                      f"fixed synthesis block); remove it or use generator.arch=proposed")
+        elif self.loss.kl_weight != LossConfig().kl_weight:
+            raise _FieldError("loss.kl_weight", "only the mcgan baseline has a KL term; remove it or set "
+                                                "generator.arch=mcgan")
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed conversion from plain data (YAML, --set, a checkpoint) to the dataclasses above.
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in typing.get_args(tp))
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value in typing.get_args(tp) and type(value) is type(typing.get_args(tp)[0]):
+            return value
+    elif origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is not type(None):
+                try:
+                    return _convert(arg, value, key)
+                except ConfigError:
+                    pass
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key}: must be {_describe(tp)}, got {value!r}")
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, checking keys, types and the slice's own rules."""
+    label = where or "config"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{label}: expected a mapping of {cls.__name__} fields, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown key '{where + '.' if where else ''}{key}'{hint} "
+                              f"Allowed keys in {label}: {', '.join(names)}")
+    kwargs = {k: _convert(hints[k], v, f"{where + '.' if where else ''}{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except _FieldError as err:
+        full = err.name if "." in err.name else f"{where + '.' if where else ''}{err.name}"
+        raise ConfigError(f"{full}: {err.message}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a config (YAML-, JSON- and torch.load(weights_only)-safe)."""
+    return dataclasses.asdict(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML files, `extends` and --set overrides.
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that rejects duplicate keys instead of keeping the last one."""
+
+
+def _mapping_no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise ConfigError(f"duplicate key '{key}' at line {key_node.start_mark.line + 1}; keep only one")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_no_duplicates)
+
+
+def _deep_merge(base: dict, top: Mapping) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read an experiment file, resolving `extends:` chains, into one plain dict."""
+    path = Path(path).resolve()
+    if path in _chain:
+        raise ConfigError(f"'extends' loop: {' -> '.join(p.name for p in (*_chain, path))}")
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader) or {}  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: 'extends' must be a file name, got {parent!r}")
+    return _deep_merge(read_yaml(path.parent / parent, (*_chain, path)), data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'loss.lambda_l1=50' -> (['loss', 'lambda_l1'], 50); the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set expects section.key=value (e.g. loss.lambda_l1=50), got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = _deep_merge({}, data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text}: '{'.'.join(path[:i + 1])}' is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Load an experiment YAML (with `extends`) and apply `section.key=value` overrides."""
+    data = apply_overrides(read_yaml(path), list(overrides))
+    return from_dict(ExperimentConfig, data)
+
+
+def dump_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
