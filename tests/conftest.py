@@ -1,0 +1,52 @@
+"""Session-wide fixtures: one local Ray cluster and one synthetic cohort per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_REAL = REPO.parent / "shared" / "data" / "real"
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real third-party CT, masks and gene tables (../shared/data/real); CI has them."""
+    if not SHARED_REAL.is_dir():
+        pytest.fail(f"real test data not found at {SHARED_REAL}; clone the repository next to ../shared")
+    return SHARED_REAL
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster shared by every test that needs one (2 CPUs, dashboard on loopback)."""
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+                 log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def synthetic_cohort(tmp_path_factory) -> Path:
+    """A small synthetic cohort in the NIfTI layout (cases.csv, images/, masks/, genes.tsv, truth.json)."""
+    from data_prep.cohort import write_cohort
+
+    out = tmp_path_factory.mktemp("cohort_nifti")
+    write_cohort(out, subjects=6, seed=0, fmt="nifti", matrix=128)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_cohort_tcia(tmp_path_factory) -> Path:
+    """A small synthetic cohort in the TCIA layout (CT DICOM series + DICOM SEG per subject)."""
+    from data_prep.cohort import write_cohort
+
+    out = tmp_path_factory.mktemp("cohort_tcia")
+    write_cohort(out, subjects=3, seed=1, fmt="tcia", matrix=128)
+    return out
