@@ -1,0 +1,76 @@
+"""The paper's least-squares GAN losses (Sec. 2.3) with per-head weights and the background L1.
+
+L_DI   = E[(D_I(x)-1)^2] + E[D_I(G_x)^2]
+L_DIS  = E[(D_IS(x,m)-1)^2] + E[D_IS(x,m_bar)^2] + E[D_IS(G_x,G_m)^2]
+L_DISG = E[(D_ISG(x,m,g)-1)^2] + E[D_ISG(x,m_bar,g)^2] + E[D_ISG(x,m,g_bar)^2] + E[D_ISG(G_x,G_m,g)^2]
+L_G    = sum_h E[(D_h(G_x, ...)-1)^2] + lambda * E|G_x*M - x_b*M|,  M = erode(1 - G_m), no gradient through M
+(+ kl_weight * KL for the MC-GAN baseline). Every head term is multiplied by its weight; a weight-0
+term is never computed (its head is not even built). E is the mean over batch and patch positions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .batch import Batch
+from .config import LossConfig
+from .models import Discriminator, GeneratorOutput
+
+
+def ls_real(score: torch.Tensor) -> torch.Tensor:
+    return ((score.float() - 1) ** 2).mean()
+
+
+def ls_fake(score: torch.Tensor) -> torch.Tensor:
+    return (score.float() ** 2).mean()
+
+
+def erode(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """Grey-level erosion with a size x size square (min filter); size 1 = identity."""
+    if size == 1:
+        return mask
+    return -F.max_pool2d(-mask, size, stride=1, padding=size // 2)
+
+
+def background_l1(image: torch.Tensor, background: torch.Tensor, gen_mask: torch.Tensor, erosion: int) -> torch.Tensor:
+    """E|G_x*M - x_b*M| with M = erode(1 - G_m); the mask is detached (no gradient through M)."""
+    keep = erode(1 - gen_mask.detach().float(), erosion)
+    return ((image.float() - background.float()) * keep).abs().mean()
+
+
+class GANLoss:
+    """One loss object for both players; returns every term it computed under hierarchical names."""
+
+    def __init__(self, cfg: LossConfig):
+        self.cfg = cfg
+        self.weights = cfg.head_weights  # only heads with weight > 0
+
+    def discriminator(self, D: Discriminator, batch: Batch, fake: GeneratorOutput,
+                      code: torch.Tensor, wrong_code: torch.Tensor) -> dict[str, torch.Tensor]:
+        """D loss; fake, code and wrong_code must already be detached from G."""
+        real = D(batch.image, batch.mask, code, wrong_mask=batch.mask_mismatch, wrong_code=wrong_code)
+        gen = D(fake.image, fake.mask, code)
+        terms: dict[str, torch.Tensor] = {}
+        if "I" in self.weights:
+            terms["loss/D/I"] = ls_real(real.I) + ls_fake(gen.I)
+        if "IS" in self.weights:
+            terms["loss/D/IS"] = ls_real(real.IS) + ls_fake(real.IS_wrong_mask) + ls_fake(gen.IS)
+        if "ISG" in self.weights:
+            terms["loss/D/ISG"] = (ls_real(real.ISG) + ls_fake(real.ISG_wrong_mask)
+                                   + ls_fake(real.ISG_wrong_code) + ls_fake(gen.ISG))
+        terms["loss/D/total"] = sum(self.weights[k.split("/")[-1]] * v for k, v in terms.items())
+        return terms
+
+    def generator(self, D: Discriminator, batch: Batch, fake: GeneratorOutput) -> dict[str, torch.Tensor]:
+        scores = D(fake.image, fake.mask, fake.code)
+        terms = {f"loss/G/{h}": ls_real(getattr(scores, h)) for h in self.weights}
+        total = sum(self.weights[h] * terms[f"loss/G/{h}"] for h in self.weights)
+        if self.cfg.lambda_l1 > 0:
+            terms["loss/G/l1"] = background_l1(fake.image, batch.background, fake.mask, self.cfg.erosion)
+            total = total + self.cfg.lambda_l1 * terms["loss/G/l1"]
+        if fake.kl is not None and self.cfg.kl_weight > 0:
+            terms["loss/G/kl"] = fake.kl
+            total = total + self.cfg.kl_weight * fake.kl
+        terms["loss/G/total"] = total
+        return terms

@@ -1,0 +1,25 @@
+"""Models of the paper: the multi-conditional generator, the MC-GAN baseline and the three-head discriminator."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..config import ExperimentConfig
+from .discriminator import Discriminator, DiscriminatorOutput
+from .generator import GeneratorOutput, MultiConditionalGenerator
+from .mcgan import MCGANGenerator
+
+# `generator.arch` in the config picks the generator.
+GENERATORS = {"proposed": MultiConditionalGenerator, "mcgan": MCGANGenerator}
+
+
+def build_generator(cfg: ExperimentConfig) -> nn.Module:
+    return GENERATORS[cfg.generator.arch](cfg.generator, cfg.data.image_size, cfg.data.n_genes)
+
+
+def build_discriminator(cfg: ExperimentConfig) -> Discriminator:
+    return Discriminator(cfg.discriminator, cfg.generator.code_dim, tuple(cfg.loss.head_weights))
+
+
+__all__ = ["GENERATORS", "Discriminator", "DiscriminatorOutput", "GeneratorOutput", "MCGANGenerator",
+           "MultiConditionalGenerator", "build_discriminator", "build_generator"]

@@ -1,0 +1,87 @@
+"""The three-head discriminator D_I, D_IS, D_ISG (paper Sec. 2.3, Fig. 1c); heads output patch maps."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..config import HEADS, DiscriminatorConfig
+
+
+class DiscriminatorOutput(NamedTuple):
+    """Patch scores (B, 1, h, w) per requested head; None for heads not computed."""
+
+    I: torch.Tensor | None = None  # noqa: E741 - the paper's name
+    IS: torch.Tensor | None = None
+    ISG: torch.Tensor | None = None
+    IS_wrong_mask: torch.Tensor | None = None
+    ISG_wrong_mask: torch.Tensor | None = None
+    ISG_wrong_code: torch.Tensor | None = None
+
+
+def _encoder(c_in: int, channels: list[int]) -> nn.Sequential:
+    """Stride-2 4x4 convs with LeakyReLU 0.2; no BN after the first (pix2pix/DCGAN practice)."""
+    layers: list[nn.Module] = [nn.Conv2d(c_in, channels[0], 4, 2, 1), nn.LeakyReLU(0.2)]
+    for a, b in zip(channels[:-1], channels[1:]):
+        layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2)]
+    return nn.Sequential(*layers)
+
+
+class Discriminator(nn.Module):
+    """Only the heads with a positive loss weight are built (so DDP sees no unused parameters).
+
+    Args:
+        cfg: the discriminator slice.
+        code_dim: size of the gene code tiled into D_ISG.
+        heads: heads to build, a subset of ("I", "IS", "ISG").
+    """
+
+    def __init__(self, cfg: DiscriminatorConfig, code_dim: int, heads: tuple[str, ...] = HEADS):
+        super().__init__()
+        if not heads or set(heads) - set(HEADS):
+            raise ValueError(f"heads must be a non-empty subset of {HEADS}, got {heads}")
+        self.heads = tuple(h for h in HEADS if h in heads)
+        chans = [min(cfg.base_channels * 2**k, cfg.max_channels) for k in range(cfg.depth)]
+        c = chans[-1]
+        if "I" in heads:
+            self.enc_I = _encoder(1, chans)
+            self.head_I = nn.Conv2d(c, 1, 3, 1, 1)
+        if "IS" in heads or "ISG" in heads:  # D_ISG reads D_IS's encoder output
+            self.enc_IS = _encoder(2, chans)
+        if "IS" in heads:
+            self.head_IS = nn.Conv2d(c, 1, 3, 1, 1)
+        if "ISG" in heads:
+            self.head_ISG = nn.Sequential(nn.Conv2d(c + code_dim, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c),
+                                          nn.LeakyReLU(0.2), nn.Conv2d(c, 1, 3, 1, 1))
+
+    def _isg(self, feat: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        tiled = code[:, :, None, None].expand(-1, -1, *feat.shape[-2:]).to(feat.dtype)  # (B, D) -> (B, D, h, w)
+        return self.head_ISG(torch.cat([feat, tiled], dim=1))
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, code: torch.Tensor, *,
+                wrong_mask: torch.Tensor | None = None, wrong_code: torch.Tensor | None = None,
+                heads: tuple[str, ...] | None = None) -> DiscriminatorOutput:
+        """Scores of (image, mask, code) and, when given, of (image, wrong_mask, code) and (image, mask, wrong_code)."""
+        heads = self.heads if heads is None else heads
+        missing = set(heads) - set(self.heads)
+        if missing:
+            raise ValueError(f"heads {sorted(missing)} were not built (their loss weight is 0)")
+        out: dict[str, torch.Tensor] = {}
+        if "I" in heads:
+            out["I"] = self.head_I(self.enc_I(image))
+        if "IS" in heads or "ISG" in heads:
+            f_is = self.enc_IS(torch.cat([image, mask], dim=1))  # (B, 2, S, S) -> (B, C, S/2**d, S/2**d)
+            f_wrong = self.enc_IS(torch.cat([image, wrong_mask], dim=1)) if wrong_mask is not None else None
+            if "IS" in heads:
+                out["IS"] = self.head_IS(f_is)
+                if f_wrong is not None:
+                    out["IS_wrong_mask"] = self.head_IS(f_wrong)
+            if "ISG" in heads:
+                out["ISG"] = self._isg(f_is, code)
+                if f_wrong is not None:
+                    out["ISG_wrong_mask"] = self._isg(f_wrong, code)
+                if wrong_code is not None:
+                    out["ISG_wrong_code"] = self._isg(f_is, wrong_code)
+        return DiscriminatorOutput(**out)
