@@ -199,19 +199,27 @@ def decode_genes(values: Any, n_genes: int) -> np.ndarray:
 
 
 def _check_schema(table_schema: pa.Schema, expected: pa.Schema, what: str) -> None:
-    got = table_schema.remove_metadata()
-    want = expected.remove_metadata()
-    if not got.equals(want):
-        missing = [n for n in want.names if n not in got.names]
-        extra = [n for n in got.names if n not in want.names]
-        wrong = [f"{f.name}: {got.field(f.name).type} (expected {f.type})" for f in want
-                 if f.name in got.names and got.field(f.name).type != f.type]
+    """Same column names, order and types (nullability is checked on the data, see `_check_nulls`)."""
+    got = [(f.name, f.type) for f in table_schema]
+    want = [(f.name, f.type) for f in expected]
+    if got != want:
+        names = [n for n, _ in got]
+        missing = [n for n, _ in want if n not in names]
+        extra = [n for n in names if n not in expected.names]
+        wrong = [f"{n}: {table_schema.field(n).type} (expected {t})" for n, t in want
+                 if n in names and table_schema.field(n).type != t]
         detail = "; ".join(p for p in (f"missing {missing}" if missing else "",
                                        f"unexpected {extra}" if extra else "",
                                        f"wrong types {wrong}" if wrong else "",
-                                       "" if missing or extra or wrong else "column order or nullability differs")
+                                       "" if missing or extra or wrong else "columns in another order")
                            if p)
         raise SchemaError(f"{what} does not match schema version {SCHEMA_VERSION}: {detail}")
+
+
+def _check_nulls(table: pa.Table, what: str) -> None:
+    nulls = [name for name, col in zip(table.column_names, table.columns) if col.null_count]
+    if nulls:
+        raise SchemaError(f"{what} has null cells in {nulls}; every column is required")
 
 
 def _check_labels(table: pa.Table, column: str, allowed: Sequence[str]) -> None:
@@ -224,6 +232,7 @@ def validate_table(table: pa.Table, *, image_size: int) -> None:
     """Check a slice table before it is written: columns and types, labels, and that every image
     is (image_size, image_size) float32 in [-1, 1] and every mask uint8 in {0, 1}."""
     _check_schema(table.schema, SLICE_SCHEMA, "slice table")
+    _check_nulls(table, "slice table")
     _check_labels(table, "kind", KINDS)
     _check_labels(table, "split", SPLITS)
     if table.num_rows == 0:
@@ -245,6 +254,7 @@ def validate_table(table: pa.Table, *, image_size: int) -> None:
 def validate_gene_table(table: pa.Table, *, n_genes: int) -> None:
     """Check the per-subject gene table: schema, unique subjects, finite float32 vectors of length n_genes."""
     _check_schema(table.schema, GENE_SCHEMA, "gene table")
+    _check_nulls(table, "gene table")
     _check_labels(table, "split", SPLITS)
     ids = table.column("subject_id").to_pylist()
     if len(set(ids)) != len(ids):
@@ -370,23 +380,55 @@ def gene_stats(manifest: dict, method: GeneNorm) -> GeneStats:
     return GeneStats.from_dict(stats)
 
 
-def write_parquet(table: pa.Table, path: str | Path, schema: pa.Schema) -> None:
-    """Write one validated table with the schema-version metadata and ROW_GROUP_ROWS row groups."""
-    pq.write_table(table.cast(schema), str(path), row_group_size=ROW_GROUP_ROWS, compression="zstd")
+# ---------------------------------------------------------------------------------------------
+# Writing (used by `radiogen prep`; every table is validated before it touches the disk)
 
 
-def iter_row_batches(tables: Iterable[pa.Table], rows: int) -> Iterable[pa.Table]:
-    """Re-chunk a stream of tables into tables of exactly `rows` rows (the last may be shorter)."""
-    pending: list[pa.Table] = []
-    count = 0
-    for table in tables:
-        while table.num_rows:
-            take = min(rows - count, table.num_rows)
-            pending.append(table.slice(0, take))
-            table = table.slice(take)
-            count += take
-            if count == rows:
-                yield pa.concat_tables(pending)
-                pending, count = [], 0
-    if count:
-        yield pa.concat_tables(pending)
+def write_slice_files(tables: Iterable[pa.Table], root: str | Path, *, image_size: int) -> list[str]:
+    """Validate and write slice tables as ROOT/slices/part-NNNNN.parquet, ROWS_PER_FILE rows per
+    file in ROW_GROUP_ROWS-row groups. Returns the files' paths relative to ROOT."""
+    folder = Path(root) / SLICES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    writer: pq.ParquetWriter | None = None
+    rows_in_file = 0
+    try:
+        for table in tables:
+            validate_table(table, image_size=image_size)
+            table = table.cast(SLICE_SCHEMA)
+            while table.num_rows:
+                if writer is None or rows_in_file >= ROWS_PER_FILE:
+                    if writer is not None:
+                        writer.close()
+                    rel = f"{SLICES_DIR}/part-{len(written):05d}.parquet"
+                    writer = pq.ParquetWriter(str(Path(root) / rel), SLICE_SCHEMA, compression="zstd")
+                    written.append(rel)
+                    rows_in_file = 0
+                take = min(ROWS_PER_FILE - rows_in_file, table.num_rows)
+                writer.write_table(table.slice(0, take), row_group_size=ROW_GROUP_ROWS)
+                rows_in_file += take
+                table = table.slice(take)
+    finally:
+        if writer is not None:
+            writer.close()
+    return written
+
+
+def write_gene_file(subject_ids: Sequence[str], splits: Sequence[str], genes: np.ndarray, root: str | Path) -> str:
+    """Validate and write ROOT/genes.parquet from a (subjects, genes) matrix of raw values."""
+    values = np.asarray(genes, dtype=GENE_DTYPE)
+    table = pa.table({"subject_id": pa.array(list(subject_ids), pa.string()),
+                      "split": pa.array(list(splits), pa.string()),
+                      "genes": pa.array([encode_genes(v) for v in values], pa.binary())}).cast(GENE_SCHEMA)
+    validate_gene_table(table, n_genes=values.shape[1])
+    pq.write_table(table, str(Path(root) / GENES_FILE), compression="zstd")
+    return GENES_FILE
+
+
+def write_manifest(manifest: dict, root: str | Path) -> None:
+    """Validate and write ROOT/manifest.json (the last file of a dataset: it marks it complete)."""
+    validate_manifest(manifest)
+    path = Path(root) / MANIFEST_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=False))
+    tmp.replace(path)

@@ -1,0 +1,716 @@
+"""`radiogen prep`: raw CT + nodule masks + gene table -> parquet slices + manifest (DESIGN §4).
+
+Per subject (a Ray task each, in isolation): fingerprint the input files; read the CT with
+SimpleITK and the mask (file on the CT grid, or DICOM SEG placed by position); one voi_mm VOI per
+connected nodule with every plane that shows it; lungs segmented, nodules removed, bg_vois
+background VOI centres 5-25 mm inside the lung boundary, bg_slices random nodule-free planes per
+VOI; HU window to [-1, 1]. A subject whose input is bad fails with a one-line reason recorded in
+the manifest; the others go on.
+
+On the driver: match imaging subjects with gene-table subjects, split by subject (seeded), apply
+the NA policy over the subjects that made it, fit gene statistics on the train split, write the
+dataset (radiogen.schema) into a temporary folder next to --out and swap it in, so a killed run
+leaves the previous complete dataset (or none), never a partial one.
+
+Resume: each subject's result is cached under a key made of its input files' SHA-256 and the
+parameters that shape slices; a re-run re-processes only subjects whose key changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from data_prep import gene_table as gt
+from data_prep.readers import SubjectError, SubjectInputs
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+PREP_VERSION = 1
+"""Bump when the processing changes what a subject's slices are for the same inputs (cache key)."""
+
+
+
+def _subject_schema() -> "pa.Schema":
+    """The slice schema without `split`, which the driver assigns per run."""
+    import pyarrow as pa
+
+    from radiogen.schema import SLICE_SCHEMA
+
+    return pa.schema([f for f in SLICE_SCHEMA if f.name != "split"])
+
+
+@dataclass(frozen=True)
+class PrepParams:
+    """Everything that shapes one subject's slices (part of the cache key)."""
+
+    image_size: int = 128
+    """Side of the square slices in pixels (paper: 128)."""
+    voi_mm: float = 60.0
+    """Side of the cubic VOI in mm (paper: 60)."""
+    bg_vois: int = 2
+    """Background VOIs per subject; 0 = none."""
+    bg_slices: int = 20
+    """Random nodule-free planes per background VOI (paper: 20)."""
+    bg_min_mm: float = 5.0
+    """Background VOI centres lie at least this far inside the lung boundary (paper: 5)."""
+    bg_max_mm: float = 25.0
+    """... and at most this far (paper: 25)."""
+    hu_window: tuple[float, float] = (-1000.0, 500.0)
+    """HU clipped to this window, then scaled to [-1, 1]."""
+    seed: int = 0
+    """Seed of background centres and plane choice (per subject) and of the split."""
+
+    def cache_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "prep_version": PREP_VERSION}
+
+
+# ---------------------------------------------------------------------------------------------
+# One subject (runs inside a Ray task, or in-process with --workers 0)
+
+
+def sha256_file(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def subject_key(inputs: dict[str, str], params: PrepParams) -> str:
+    blob = json.dumps({"inputs": sorted(inputs.values()), "params": params.cache_dict()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _subject_rng(subject_id: str, seed: int) -> np.random.Generator:
+    # Independent of processing order and of the other subjects.
+    return np.random.default_rng([seed, int(hashlib.sha256(subject_id.encode()).hexdigest()[:12], 16)])
+
+
+def _rows(subject_id: str, kind: str, voi_id: int, voi, planes: np.ndarray) -> dict[str, list]:
+    from radiogen.schema import encode_image, encode_mask
+
+    cx, cy, cz = voi.center_mm
+    n = len(planes)
+    return {"subject_id": [subject_id] * n, "kind": [kind] * n, "voi_id": [voi_id] * n,
+            "slice_index": [int(k) for k in planes],
+            "slice_offset_mm": [float(voi.offsets_mm[k]) for k in planes],
+            "image": [encode_image(voi.image[k]) for k in planes],
+            "mask": [encode_mask(voi.mask[k]) for k in planes],
+            "pixel_spacing_mm": [voi.pixel_spacing_mm] * n,
+            "voi_center_x_mm": [cx] * n, "voi_center_y_mm": [cy] * n, "voi_center_z_mm": [cz] * n,
+            "padded": [bool(voi.padded[k]) for k in planes]}
+
+
+def _slices(inputs: SubjectInputs, params: PrepParams, timings: dict[str, float]) -> tuple["pa.Table", dict]:
+    import pyarrow as pa
+    import SimpleITK as sitk
+
+    from data_prep import geometry, readers
+
+    t = time.perf_counter()
+    ct = readers.read_ct(inputs.image)
+    timings["read_image"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if inputs.mask is None:
+        raise SubjectError(f"CT read ({'x'.join(map(str, ct.GetSize()))} voxels) but no nodule mask / SEG series "
+                           f"was found for this subject")
+    if inputs.mask_is_seg:
+        mask = readers.read_seg(inputs.mask, ct, inputs.image)
+    else:
+        mask = readers.read_mask_file(inputs.mask, ct)
+    readers.check_mask_content(mask, Path(inputs.mask).name)
+    nodules, warnings = geometry.find_nodules(mask)
+    if not nodules:
+        raise SubjectError(f"mask {Path(inputs.mask).name} has only specks below {geometry.MIN_NODULE_MM3:g} mm3; "
+                           f"no nodule to crop")
+    timings["read_mask"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    window = tuple(params.hu_window)
+    subject_schema = _subject_schema()
+    columns: dict[str, list] = {f.name: [] for f in subject_schema}
+
+    def add(rows: dict[str, list]) -> None:
+        for k, v in rows.items():
+            columns[k].extend(v)
+
+    components = sitk.ConnectedComponent(mask, True)
+    n_nodule = 0
+    for voi_id, nodule in enumerate(nodules):
+        own = sitk.Cast(sitk.Equal(components, nodule.label), sitk.sitkUInt8)
+        voi = geometry.extract_voi(ct, nodule.center_mm, voi_mm=params.voi_mm, image_size=params.image_size,
+                                   window=window, own_mask=own)
+        planes = np.flatnonzero(voi.mask.reshape(len(voi.mask), -1).any(1))
+        if voi.padded[planes].any():
+            warnings.append(f"nodule {voi_id} at {tuple(round(c, 1) for c in nodule.center_mm)} mm is too close to "
+                            f"the image edge for a full {params.voi_mm:g} mm VOI: {int(voi.padded[planes].sum())} "
+                            f"of {len(planes)} slices padded with {window[0]:g} HU")
+        add(_rows(inputs.subject_id, "nodule", voi_id, voi, planes))
+        n_nodule += len(planes)
+    timings["nodule_vois"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    rng = _subject_rng(inputs.subject_id, params.seed)
+    centres, warning = geometry.background_centres(ct, mask, params.bg_vois, rng, params.bg_min_mm, params.bg_max_mm)
+    if warning:
+        warnings.append(warning)
+    timings["lung_segmentation"] = time.perf_counter() - t
+    t = time.perf_counter()
+    n_background = 0
+    for j, centre in enumerate(centres):
+        voi = geometry.extract_voi(ct, centre, voi_mm=params.voi_mm, image_size=params.image_size,
+                                   window=window, all_nodules=mask)
+        eligible = np.flatnonzero(voi.in_ct & ~voi.other_nodules)
+        if len(eligible) < params.bg_slices:
+            warnings.append(f"background VOI {j} has {len(eligible)} nodule-free CT planes, fewer than "
+                            f"--bg-slices {params.bg_slices}; took them all")
+        planes = np.sort(rng.choice(eligible, size=min(params.bg_slices, len(eligible)), replace=False))
+        if voi.padded[planes].any():
+            warnings.append(f"background VOI {j} reaches beyond the image: {int(voi.padded[planes].sum())} slices padded")
+        add(_rows(inputs.subject_id, "background", len(nodules) + j, voi, planes))
+        n_background += len(planes)
+    timings["background_vois"] = time.perf_counter() - t
+    info = {"n_nodules": len(nodules), "n_nodule_slices": n_nodule, "n_background_vois": len(centres),
+            "n_background_slices": n_background, "warnings": warnings,
+            "ct": {"size": list(ct.GetSize()), "spacing_mm": [round(s, 4) for s in ct.GetSpacing()]},
+            "nodule_centres_mm": [[round(c, 2) for c in n.center_mm] for n in nodules]}
+    return pa.table(columns, schema=subject_schema), info
+
+
+def process_subject(inputs: SubjectInputs, params: PrepParams, cached_key: str | None = None,
+                    threads: int = 0) -> dict[str, Any]:
+    """Fingerprint one subject's inputs; unless they match `cached_key`, make its slices.
+
+    Returns {"subject_id", "key", "inputs", "cached", "status", "reason", "deterministic", "table",
+    "info", "timings"}; never raises for bad input (status "failed" with a one-line reason).
+    threads: SimpleITK threads (0 = its default, all cores)."""
+    import SimpleITK as sitk
+
+    if threads:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    out: dict[str, Any] = {"subject_id": inputs.subject_id, "key": None, "inputs": {}, "cached": False,
+                           "status": "failed", "reason": "", "deterministic": True, "table": None, "info": {},
+                           "timings": {}}
+    t = time.perf_counter()
+    try:
+        for f in inputs.files:
+            try:
+                out["inputs"][f] = sha256_file(f)
+            except OSError as err:
+                raise SubjectError(f"cannot read input file {f}: {err.strerror}") from None
+        out["key"] = subject_key(out["inputs"], params)
+        out["timings"]["fingerprint"] = time.perf_counter() - t
+        if cached_key is not None and out["key"] == cached_key:
+            out["cached"] = True
+            return out
+        if inputs.error:
+            raise SubjectError(inputs.error)
+        out["table"], out["info"] = _slices(inputs, params, out["timings"])
+        out["status"] = "ok"
+    except SubjectError as err:
+        out["reason"] = str(err).splitlines()[0]
+    except Exception as err:  # a bug or a resource problem, not the input: do not cache it
+        out["reason"] = f"internal error {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        out["deterministic"] = False
+        out["traceback"] = traceback.format_exc()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Running subjects: Ray tasks (default) or in-process
+
+
+def _run_subjects(cases: list[SubjectInputs], params: PrepParams, cached: dict[str, str], workers: int,
+                  address: str | None) -> Iterator[dict[str, Any]]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(cases), desc="prep", unit="subject", disable=None)
+    try:
+        if workers == 0:
+            for case in cases:
+                yield process_subject(case, params, cached.get(case.subject_id))
+                bar.update()
+            return
+        import ray
+
+        started = False
+        if not ray.is_initialized():
+            address = address or os.environ.get("RAY_ADDRESS")
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            started = True
+        try:
+            task = ray.remote(num_cpus=1)(process_subject)
+            pending = {task.remote(c, params, cached.get(c.subject_id), 1): c for c in cases}
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                case = pending.pop(done[0])
+                try:
+                    result = ray.get(done[0])
+                except Exception as err:  # worker died (out of memory, killed): record, go on
+                    result = {"subject_id": case.subject_id, "key": None, "inputs": {}, "cached": False,
+                              "status": "failed", "deterministic": False, "table": None, "info": {},
+                              "timings": {}, "reason": f"worker failed: {type(err).__name__}: "
+                                                       f"{str(err).splitlines()[0] if str(err) else ''}"}
+                yield result
+                bar.update()
+        finally:
+            if started:
+                ray.shutdown()
+    finally:
+        bar.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache of per-subject results (a sibling of --out, so swapping the dataset keeps it)
+
+
+class SubjectCache:
+    """<dir>/<h>.json (key + outcome, written last) and <h>.parquet (slices), h = hash of the id."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _stem(self, subject_id: str) -> Path:
+        return self.folder / hashlib.sha256(subject_id.encode()).hexdigest()[:24]
+
+    def key(self, subject_id: str) -> str | None:
+        meta = self._stem(subject_id).with_suffix(".json")
+        try:
+            entry = json.loads(meta.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if entry.get("subject_id") != subject_id:
+            return None
+        if entry["outcome"]["status"] == "ok" and not self._stem(subject_id).with_suffix(".parquet").is_file():
+            return None
+        return entry.get("key")
+
+    def load(self, subject_id: str) -> tuple[dict, "pa.Table | None"]:
+        import pyarrow.parquet as pq
+
+        stem = self._stem(subject_id)
+        entry = json.loads(stem.with_suffix(".json").read_text())
+        table = pq.read_table(stem.with_suffix(".parquet")) if entry["outcome"]["status"] == "ok" else None
+        return entry["outcome"], table
+
+    def store(self, result: dict[str, Any], outcome: dict) -> None:
+        import pyarrow.parquet as pq
+
+        stem = self._stem(result["subject_id"])
+        if result["table"] is not None:
+            tmp = stem.with_suffix(".parquet.tmp")
+            pq.write_table(result["table"], tmp)
+            tmp.replace(stem.with_suffix(".parquet"))
+        tmp = stem.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"subject_id": result["subject_id"], "key": result["key"], "outcome": outcome}))
+        tmp.replace(stem.with_suffix(".json"))
+
+    def prune(self, keep: set[str]) -> None:
+        stems = {self._stem(s).name for s in keep}
+        for f in self.folder.iterdir():
+            if f.name.split(".")[0] not in stems:
+                f.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+
+
+@dataclass
+class PrepOptions:
+    out: Path
+    genes: Path
+    cases: Path | None = None
+    tcia_root: Path | None = None
+    params: PrepParams = field(default_factory=PrepParams)
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    na_policy: gt.NaPolicy = field(default_factory=gt.NaPolicy)
+    genes_orientation: gt.Orientation = "genes-x-samples"
+    workers: int = 2
+    address: str | None = None
+    cache: Path | None = None
+
+
+class PrepError(RuntimeError):
+    """The run as a whole cannot produce a dataset; the message says why and how to fix it.
+    `outcomes` holds what happened to each subject, when subjects were looked at."""
+
+    def __init__(self, message: str, outcomes: dict[str, dict] | None = None):
+        super().__init__(message)
+        self.outcomes = outcomes or {}
+
+
+def assign_splits(subjects: list[str], fractions: tuple[float, float, float], seed: int) -> dict[str, str]:
+    """Subject-level split: a seeded permutation of the sorted ids, val/test rounded, at least one
+    subject in each split with a nonzero fraction when there are enough subjects, the rest train."""
+    n = len(subjects)
+    order = [subjects[i] for i in np.random.default_rng(seed).permutation(n)] if n else []
+    n_val, n_test = (int(round(n * f)) for f in fractions[1:])
+    if n >= 3:
+        n_val = max(n_val, 1 if fractions[1] > 0 else 0)
+        n_test = max(n_test, 1 if fractions[2] > 0 else 0)
+    while n_val + n_test >= n and n_val + n_test > 0:  # train keeps at least one subject
+        if n_val >= n_test and n_val:
+            n_val -= 1
+        else:
+            n_test -= 1
+    splits = {s: "val" for s in order[:n_val]}
+    splits.update({s: "test" for s in order[n_val:n_val + n_test]})
+    splits.update({s: "train" for s in order[n_val + n_test:]})
+    return splits
+
+
+def _recover(out: Path) -> None:
+    """Undo what a killed run left beside --out: finish an interrupted swap, drop stale temp dirs."""
+    parent = out.parent
+    for tmp in parent.glob(f".{out.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+    olds = sorted(parent.glob(f".{out.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    for old in olds:
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        if not out.exists() and (old / "manifest.json").is_file():
+            os.replace(old, out)  # killed between the two renames of a swap: restore the previous dataset
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Swap the finished dataset in: the previous one stays complete until the new one replaces it."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _gene_subject_problems(table: gt.GeneTable) -> dict[str, str]:
+    counts: dict[str, int] = {}
+    for s in table.subjects:
+        counts[s] = counts.get(s, 0) + 1
+    return {s: f"subject id appears {c} times in the gene table; ids must be unique - remove or rename the copies"
+            for s, c in counts.items() if c > 1}
+
+
+def run_prep(opts: PrepOptions) -> dict:
+    """Run prep end to end; returns the manifest. Raises PrepError when no dataset can be made."""
+    import pyarrow as pa
+
+    from radiogen import __version__
+    from radiogen import schema
+    from radiogen.genes import fit_gene_stats
+
+    from data_prep import readers
+
+    start = time.perf_counter()
+    out = opts.out.resolve()
+    if out.exists() and not (out / schema.MANIFEST_NAME).is_file() and any(out.iterdir()):
+        raise PrepError(f"--out {out} exists and is not a prepared dataset (no {schema.MANIFEST_NAME}); "
+                        f"choose a new or empty folder so nothing of yours is overwritten")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _recover(out)
+
+    try:
+        genes = gt.read_gene_table(opts.genes, opts.genes_orientation)
+        cases = (readers.discover_tcia(opts.tcia_root) if opts.tcia_root is not None
+                 else readers.read_cases_file(opts.cases))
+    except (gt.GeneTableError, ValueError) as err:
+        raise PrepError(str(err)) from None
+    genes_sha = sha256_file(str(opts.genes))
+
+    # --- match imaging and gene subjects; everything unusable gets an outcome now
+    outcomes: dict[str, dict[str, Any]] = {}
+    by_id: dict[str, list[SubjectInputs]] = {}
+    for c in cases:
+        by_id.setdefault(c.subject_id, []).append(c)
+    gene_problems = _gene_subject_problems(genes)
+    gene_ids = set(genes.subjects)
+    runnable: list[SubjectInputs] = []
+    for sid in sorted(set(by_id) | gene_ids):
+        entries = by_id.get(sid, [])
+        reason = ""
+        try:
+            readers.check_subject_id(sid)
+        except SubjectError as err:
+            reason = str(err)
+        if not reason and len(entries) > 1:
+            reason = (f"subject id appears {len(entries)} times in the imaging inputs; ids must be unique - "
+                      f"remove or rename the copies")
+        if not reason and sid in gene_problems:
+            reason = gene_problems[sid]
+        if not reason and not entries:
+            reason = "in the gene table but no image was found for it"
+        if not reason and sid not in gene_ids:
+            reason = f"has an image but no column in the gene table {opts.genes.name}"
+        if reason:
+            outcomes[sid] = {"status": "excluded", "reason": reason, "split": None}
+        else:
+            runnable.append(entries[0])
+    if not runnable:
+        hint = ""
+        if by_id and gene_ids and not (set(by_id) & gene_ids):
+            hint = (f"; no imaging subject id (e.g. {sorted(by_id)[:3]}) is in the gene table (ids there look like "
+                    f"{sorted(gene_ids)[:3]}) - if the table is samples x genes pass "
+                    f"--genes-orientation samples-x-genes")
+        raise PrepError(f"no subject has both an image and genes{hint}", outcomes)
+
+    splits = assign_splits([c.subject_id for c in runnable], opts.split, opts.params.seed)
+
+    # --- per-subject work, skipping unchanged subjects
+    cache = SubjectCache(opts.cache or out.parent / f".{out.name}.prep-cache")
+    cached_keys = {c.subject_id: k for c in runnable if (k := cache.key(c.subject_id)) is not None}
+    tables: dict[str, "pa.Table"] = {}
+    processed = from_cache = 0
+    for result in _run_subjects(runnable, opts.params, cached_keys, opts.workers, opts.address):
+        sid = result["subject_id"]
+        if result["cached"]:
+            outcome, table = cache.load(sid)
+            outcome = {**outcome, "from_cache": True}
+            from_cache += 1
+        else:
+            processed += 1
+            table = result["table"]
+            outcome = {"status": result["status"], "reason": result["reason"], **result["info"],
+                       "inputs": result["inputs"], "key": result["key"],
+                       "seconds": {k: round(v, 3) for k, v in result["timings"].items()}}
+            if result["deterministic"] and result["key"] is not None:
+                cache.store(result, outcome)
+            outcome = {**outcome, "from_cache": False}
+            if "traceback" in result:
+                print(f"prep: {sid}: {result['traceback']}", file=sys.stderr)
+        outcome["split"] = splits[sid]
+        outcomes[sid] = outcome
+        if table is not None and outcome["status"] == "ok":
+            tables[sid] = table
+
+    ok = sorted(tables)
+    if not ok:
+        raise PrepError("no subject made it through prep (nothing was written; any previous dataset at --out "
+                        "is unchanged)", outcomes)
+    train = [s for s in ok if splits[s] == "train"]
+    if not train:
+        raise PrepError("none of the training split's subjects made it; cannot fit gene statistics - fix the "
+                        "failed subjects or change --seed/--split", outcomes)
+
+    # --- genes over the subjects in the dataset; statistics on train only
+    try:
+        selection = gt.select_genes(genes, ok, train, opts.na_policy)
+    except gt.GeneTableError as err:
+        raise PrepError(str(err), outcomes) from None
+    stats, stats_note = None, ""
+    try:
+        stats = fit_gene_stats(selection.values[[ok.index(s) for s in train]], "log_zscore").to_dict()
+    except ValueError as err:
+        stats_note = str(err)
+
+    # --- write into a temp dir beside --out, then swap
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        def with_split() -> Iterator["pa.Table"]:
+            for sid in ok:
+                t = tables[sid]
+                yield t.add_column(2, "split", pa.array([splits[sid]] * t.num_rows, pa.string()))
+
+        files = schema.write_slice_files(with_split(), tmp, image_size=opts.params.image_size)
+        genes_file = schema.write_gene_file(ok, [splits[s] for s in ok], selection.values, tmp)
+        counts: dict[str, Any] = {"slices": {k: {s: 0 for s in schema.SPLITS} for k in schema.KINDS},
+                                  "subjects": {s: 0 for s in schema.SUBJECT_STATUSES},
+                                  "processed": processed, "from_cache": from_cache}
+        for sid in ok:
+            counts["slices"]["nodule"][splits[sid]] += outcomes[sid]["n_nodule_slices"]
+            counts["slices"]["background"][splits[sid]] += outcomes[sid]["n_background_slices"]
+        for o in outcomes.values():
+            counts["subjects"][o["status"]] += 1
+        inputs = {str(opts.genes): genes_sha}
+        for o in outcomes.values():
+            inputs.update(o.get("inputs", {}))
+        p = opts.params
+        manifest = {
+            "schema_version": schema.SCHEMA_VERSION,
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "radiogen_version": __version__,
+            "image": {"size": p.image_size, "pixel_spacing_mm": p.voi_mm / p.image_size, "voi_mm": p.voi_mm,
+                      "hu_window": list(p.hu_window), "dtype": "float32", "mask_dtype": "uint8",
+                      "byte_order": "little", "layout": "row-major (H, W) = (j, i) of the VOI grid"},
+            "params": {**p.cache_dict(), "split": list(opts.split), "na_policy": str(opts.na_policy),
+                       "genes_orientation": opts.genes_orientation,
+                       "source": str(opts.tcia_root or opts.cases), "source_kind": "tcia" if opts.tcia_root else "cases"},
+            "gene_names": selection.names,
+            "genes": {"source": str(opts.genes), "orientation": opts.genes_orientation,
+                      "na_policy": str(opts.na_policy), "n_in_table": len(genes.genes), "n_kept": len(selection.names),
+                      "dropped": selection.dropped, "imputed_cells": [list(c) for c in selection.imputed],
+                      "non_numeric_examples": gt.describe_bad_cells(genes), "warnings": genes.warnings,
+                      "stats_fitted_on": "train", "stats_note": stats_note},
+            "gene_stats": stats,
+            "splits": {s: [sid for sid in ok if splits[sid] == s] for s in schema.SPLITS},
+            "counts": counts,
+            "inputs": inputs,
+            "subjects": outcomes,
+            "files": {"slices": files, "genes": genes_file},
+        }
+        schema.write_manifest(manifest, tmp)
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    cache.prune({c.subject_id for c in runnable})
+    manifest["seconds"] = round(time.perf_counter() - start, 2)
+    return manifest
+
+
+def outcome_lines(outcomes: dict[str, dict], per_reason: int = 3) -> list[str]:
+    """One line per failed/excluded subject and warning; a reason shared by many subjects (e.g. genes
+    without an image) is printed once with a count."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for sid, o in sorted(outcomes.items()):
+        if o["status"] != "ok":
+            groups.setdefault((o["status"].upper(), o["reason"]), []).append(sid)
+        for w in o.get("warnings", []):
+            groups.setdefault(("WARNING", w), []).append(sid)
+    lines = []
+    for (status, reason), sids in groups.items():
+        if len(sids) <= per_reason:
+            lines += [f"  {status:8s} {sid}: {reason}" for sid in sids]
+        else:
+            lines.append(f"  {status:8s} {len(sids)} subjects ({', '.join(sids[:per_reason])}, ...): {reason}")
+    return lines
+
+
+def summary(manifest: dict, out: Path) -> str:
+    c = manifest["counts"]
+    ok = manifest["splits"]
+    lines = [f"prep: {c['subjects']['ok']} subjects ok ({len(ok['train'])} train / {len(ok['val'])} val / "
+             f"{len(ok['test'])} test), {c['subjects']['failed']} failed, {c['subjects']['excluded']} excluded; "
+             f"processed {c['processed']}, reused {c['from_cache']} from cache",
+             f"slices: {sum(c['slices']['nodule'].values())} nodule, {sum(c['slices']['background'].values())} "
+             f"background; genes: {manifest['genes']['n_kept']} of {manifest['genes']['n_in_table']} kept"
+             + "".join(f", {len(v)} dropped ({k})" for k, v in manifest["genes"]["dropped"].items())
+             + (f", {len(manifest['genes']['imputed_cells'])} NA cells imputed with the train median"
+                if manifest["genes"]["imputed_cells"] else "")]
+    if manifest["gene_stats"] is None:
+        lines.append(f"gene statistics: no log_zscore ({manifest['genes']['stats_note']})")
+    lines += outcome_lines(manifest["subjects"])
+    lines.append(f"wrote {out} ({len(manifest['files']['slices'])} slice files) in {manifest.get('seconds', 0):.1f} s")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 0 or abs(sum(parts) - 1) > 1e-6 or parts[0] <= 0:
+        raise argparse.ArgumentTypeError(f"--split needs three fractions train,val,test >= 0 summing to 1 "
+                                         f"with train > 0, e.g. 0.7,0.15,0.15; got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def _na_policy(text: str) -> gt.NaPolicy:
+    try:
+        return gt.parse_na_policy(text)
+    except gt.GeneTableError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("prep", help="raw CT + nodule masks + gene table -> parquet slices + manifest",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--tcia-root", type=Path, help="TCIA folder: ROOT/<subject>/<study>/<series>/*.dcm "
+                                                    "(a CT series and a DICOM SEG series per subject)")
+    src.add_argument("--cases", type=Path, help="CSV/TSV with columns subject_id,image,mask (paths relative to it; "
+                                                "any format SimpleITK reads)")
+    p.add_argument("--genes", type=Path, required=True,
+                   help="gene table: GEO layout (tab-separated genes x samples, NA), CSV, or gzip of either")
+    p.add_argument("--genes-orientation", choices=gt.ORIENTATIONS, default="genes-x-samples",
+                   help="genes-x-samples (GEO; default) or samples-x-genes")
+    p.add_argument("--na-policy", type=_na_policy, default=gt.NaPolicy(),
+                   help="drop (default, paper: drop genes with any NA) or max-fraction=F (keep genes with at most "
+                        "a fraction F of NA, impute the rest with the train median; every cell is listed)")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder (replaced atomically)")
+    p.add_argument("--image-size", type=int, default=128, help="slice side in pixels (default 128)")
+    p.add_argument("--voi-mm", type=float, default=60.0, help="VOI side in mm (default 60)")
+    p.add_argument("--bg-vois", type=int, default=2, help="background VOIs per subject (default 2; 0 = none)")
+    p.add_argument("--bg-slices", type=int, default=20, help="random planes per background VOI (default 20)")
+    p.add_argument("--split", type=_fractions, default=(0.7, 0.15, 0.15), help="train,val,test (default 0.7,0.15,0.15)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of background sampling (default 0)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="CPUs of the local Ray cluster prep starts (default: all); 0 = run in this process "
+                        "without Ray (debugging)")
+    p.add_argument("--address", default=None, help="connect to this Ray cluster instead (or set RAY_ADDRESS)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="per-subject result cache (default: .<out name>.prep-cache next to --out)")
+    p.set_defaults(func=_run)
+
+
+def options_from_args(args: argparse.Namespace) -> PrepOptions:
+    if args.image_size < 8:
+        raise PrepError(f"--image-size must be >= 8, got {args.image_size}")
+    if args.voi_mm <= 0 or args.bg_vois < 0 or args.bg_slices < 1 or args.workers < 0:
+        raise PrepError("--voi-mm must be > 0, --bg-vois >= 0, --bg-slices >= 1 and --workers >= 0")
+    params = PrepParams(image_size=args.image_size, voi_mm=args.voi_mm, bg_vois=args.bg_vois,
+                        bg_slices=args.bg_slices, seed=args.seed)
+    return PrepOptions(out=args.out, genes=args.genes, cases=args.cases, tcia_root=args.tcia_root, params=params,
+                       split=args.split, na_policy=args.na_policy, genes_orientation=args.genes_orientation,
+                       workers=args.workers, address=args.address, cache=args.cache)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        manifest = run_prep(options_from_args(args))
+    except PrepError as err:
+        for line in outcome_lines(err.outcomes):
+            print(line, file=sys.stderr)
+        print(f"prep failed: {err}", file=sys.stderr)
+        return 1
+    print(summary(manifest, args.out))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="radiogen")
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["prep", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
