@@ -158,6 +158,9 @@ def _slices(inputs: SubjectInputs, params: PrepParams, timings: dict[str, float]
             warnings.append(f"nodule {voi_id} at {tuple(round(c, 1) for c in nodule.center_mm)} mm is too close to "
                             f"the image edge for a full {params.voi_mm:g} mm VOI: {int(voi.padded[planes].sum())} "
                             f"of {len(planes)} slices padded with {window[0]:g} HU")
+        if not voi.in_ct.all():
+            warnings.append(f"nodule {voi_id}: the CT ends within {params.voi_mm / 2:g} mm of it along its slice axis; "
+                            f"the VOI has {int(voi.in_ct.sum())} of {len(voi.in_ct)} planes")
         add(_rows(inputs.subject_id, "nodule", voi_id, voi, planes))
         n_nodule += len(planes)
     timings["nodule_vois"] = time.perf_counter() - t
@@ -360,6 +363,7 @@ class PrepError(RuntimeError):
 def assign_splits(subjects: list[str], fractions: tuple[float, float, float], seed: int) -> dict[str, str]:
     """Subject-level split: a seeded permutation of the sorted ids, val/test rounded, at least one
     subject in each split with a nonzero fraction when there are enough subjects, the rest train."""
+    subjects = sorted(subjects)  # independent of the order the inputs were listed in
     n = len(subjects)
     order = [subjects[i] for i in np.random.default_rng(seed).permutation(n)] if n else []
     n_val, n_test = (int(round(n * f)) for f in fractions[1:])

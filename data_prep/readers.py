@@ -153,6 +153,79 @@ def _first_line(err: BaseException) -> str:
     return (lines[-1] if lines else type(err).__name__)[:300]
 
 
+@dataclass(frozen=True)
+class _NiftiLayout:
+    data_offset: int
+    n_voxels: int
+    bitpix: int
+    float_dtype: str | None   # numpy dtype of float voxels, None for integer data
+
+    @property
+    def total_bytes(self) -> int:
+        return self.data_offset + self.n_voxels * self.bitpix // 8
+
+
+def _nifti_layout(header: bytes) -> _NiftiLayout | None:
+    """Where the voxels of a NIfTI-1/2 file are, or None if `header` is not NIfTI."""
+    floats = {16: "f4", 64: "f8"}
+    for order in ("<", ">"):
+        size = int(np.frombuffer(header[:4], f"{order}i4")[0]) if len(header) >= 4 else 0
+        if size == 348 and len(header) >= 348:
+            dims = np.frombuffer(header[40:56], f"{order}i2").astype(np.int64)
+            datatype = int(np.frombuffer(header[70:72], f"{order}i2")[0])
+            bitpix = int(np.frombuffer(header[72:74], f"{order}i2")[0])
+            offset = max(int(np.frombuffer(header[108:112], f"{order}f4")[0]), 352)
+        elif size == 540 and len(header) >= 540:
+            dims = np.frombuffer(header[16:80], f"{order}i8")
+            datatype = int(np.frombuffer(header[12:14], f"{order}i2")[0])
+            bitpix = int(np.frombuffer(header[14:16], f"{order}i2")[0])
+            offset = max(int(np.frombuffer(header[168:176], f"{order}i8")[0]), 544)
+        else:
+            continue
+        n = int(np.prod(dims[1:1 + max(int(dims[0]), 1)]))
+        dtype = order + floats[datatype] if datatype in floats else None
+        return _NiftiLayout(offset, n, bitpix, dtype)
+    return None
+
+
+def check_nifti(path: Path, role: str) -> None:
+    """Checks ITK's NIfTI reader does not make: it fills a truncated file with zeros and reads
+    NaN/Inf voxels as 0. Truncation is caught from the header (and, for .gz, the gzip trailer's
+    uncompressed size) without a second read; float files are scanned for NaN/Inf."""
+    import gzip
+
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        return
+    opener = gzip.open if name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            layout = _nifti_layout(f.read(544))
+        if layout is None:
+            return
+        if name.endswith(".gz"):
+            with open(path, "rb") as f:
+                f.seek(-4, 2)
+                actual = int.from_bytes(f.read(4), "little")
+            complete = actual == layout.total_bytes % 2**32  # the exact size, mod 2**32
+        else:
+            actual = path.stat().st_size
+            complete = actual >= layout.total_bytes
+        if not complete:
+            raise SubjectError(f"{role} {path.name} is truncated or corrupt: {actual} bytes where its NIfTI header needs "
+                               f"{layout.total_bytes} (uncompressed); re-export or re-copy the file")
+        if layout.float_dtype is not None:
+            with opener(path, "rb") as f:
+                f.seek(layout.data_offset)
+                voxels = np.frombuffer(f.read(layout.n_voxels * layout.bitpix // 8), layout.float_dtype)
+            bad = int(np.count_nonzero(~np.isfinite(voxels)))
+            if bad:
+                raise SubjectError(f"{role} {path.name} has {bad} NaN/Inf voxels (ITK would read them as 0); fix or "
+                                   f"re-export the volume")
+    except (OSError, EOFError) as err:
+        raise SubjectError(f"cannot read {role} {path.name} (unreadable or truncated): {err}") from None
+
+
 def read_ct(path: str) -> sitk.Image:
     """Read a CT volume (file or DICOM series folder) and check that it is a 3D HU volume."""
     p = Path(path)
@@ -169,6 +242,7 @@ def read_ct(path: str) -> sitk.Image:
             reader.SetFileNames(names)
             image = reader.Execute()
         elif p.is_file():
+            check_nifti(p, "image")
             image = sitk.ReadImage(str(p))
         else:
             raise SubjectError(f"image {p} does not exist")
@@ -209,6 +283,7 @@ def read_mask_file(path: str, ct: sitk.Image) -> sitk.Image:
     """Read a mask file that must share the CT's grid; nonzero voxels are nodule."""
     p = Path(path)
     try:
+        check_nifti(p, "mask")
         mask = sitk.ReadImage(str(p))
     except RuntimeError as err:
         raise SubjectError(f"cannot read mask {p.name} (unreadable or truncated): {_first_line(err)}") from None
