@@ -19,9 +19,10 @@ from data_prep.readers import SubjectError
 
 # Lung segmentation (DESIGN §4 D): air-like voxels below this HU inside the body are lung.
 LUNG_HU = -320.0
-# Lungs are segmented on a grid of about this spacing: background centres need mm, not sub-mm,
-# precision, and a 512x512 CT shrinks ~9x in voxels.
-LUNG_GRID_MM = 2.0
+# Lungs are segmented on a grid of about this spacing (integer shrink factors): background
+# centres are drawn from a 5-25 mm band, which needs mm, not sub-mm, precision, and a 512x512 CT
+# shrinks ~16x in voxels.
+LUNG_GRID_MM = 2.5
 # A lung component smaller than this fraction of the largest one is airway/bowel gas, not lung.
 LUNG_MIN_FRACTION = 0.05
 # Connected mask components smaller than this are specks, not nodules (reported, not cropped).
@@ -56,11 +57,17 @@ def hu_to_unit(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     return ((np.clip(hu, lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0).astype(np.float32)
 
 
-def find_nodules(mask: sitk.Image) -> tuple[list[Nodule], list[str]]:
+def find_nodules(mask: sitk.Image) -> tuple[list[Nodule], sitk.Image, list[str]]:
     """Connected components (26-connected) of a binary mask with their physical centroids.
-    Returns the nodules and warnings about components too small to be one."""
-    components = sitk.ConnectedComponent(mask, True)
+    Returns the nodules (largest first), their label image (cropped to the mask's bounding box,
+    same physical space), and warnings about components too small to be a nodule."""
+    occupied = [np.flatnonzero(sitk.GetArrayViewFromImage(mask).any(axis=axes)) for axes in ((0, 1), (0, 2), (1, 2))]
+    if any(len(o) == 0 for o in occupied):
+        return [], mask, []
+    (x0, x1), (y0, y1), (z0, z1) = ((int(o[0]), int(o[-1]) + 1) for o in occupied)
+    components = sitk.ConnectedComponent(mask[x0:x1, y0:y1, z0:z1], True)  # the bounding box only: fast
     stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.ComputePerimeterOff()
     stats.Execute(components)
     nodules, warnings = [], []
     for label in stats.GetLabels():
@@ -70,12 +77,7 @@ def find_nodules(mask: sitk.Image) -> tuple[list[Nodule], list[str]]:
             continue
         nodules.append(Nodule(label, tuple(stats.GetCentroid(label)), volume))
     nodules.sort(key=lambda n: -n.volume_mm3)
-    return nodules, warnings
-
-
-def component_mask(mask: sitk.Image, label: int) -> sitk.Image:
-    """Binary mask of one connected component (labels as numbered by `find_nodules`)."""
-    return sitk.Cast(sitk.Equal(sitk.ConnectedComponent(mask, True), label), sitk.sitkUInt8)
+    return nodules, components, warnings
 
 
 def _plane_range(ct: sitk.Image, center_mm, half_mm: float) -> tuple[int, int, float]:
@@ -144,14 +146,29 @@ def extract_voi(ct: sitk.Image, center_mm, *, voi_mm: float, image_size: int, wi
 
 
 def _coarse(image: sitk.Image) -> sitk.Image:
-    factors = [max(1, int(LUNG_GRID_MM // s)) for s in image.GetSpacing()]
+    """Block-average to about LUNG_GRID_MM (float32)."""
+    factors = [max(1, int(round(LUNG_GRID_MM / s))) for s in image.GetSpacing()]
+    image = sitk.Cast(image, sitk.sitkFloat32)
     return sitk.BinShrink(image, factors) if any(f > 1 for f in factors) else image
+
+
+def _fill_holes_per_slice(mask: sitk.Image) -> sitk.Image:
+    """2D hole filling of every axial slice in one call: the slices are tiled into one 2D mosaic
+    with a background row between them, so a hole cannot reach into another slice."""
+    a = sitk.GetArrayFromImage(mask)                        # (Z, Y, X)
+    z, y, x = a.shape
+    mosaic = np.zeros((z, y + 1, x), np.uint8)
+    mosaic[:, :y] = a
+    filled = sitk.GetArrayFromImage(sitk.BinaryFillhole(sitk.GetImageFromArray(mosaic.reshape(z * (y + 1), x))))
+    out = sitk.GetImageFromArray(filled.reshape(z, y + 1, x)[:, :y].copy())
+    out.CopyInformation(mask)
+    return out
 
 
 def segment_lungs(ct: sitk.Image) -> sitk.Image:
     """Binary lung mask on a ~LUNG_GRID_MM grid: air below LUNG_HU not connected to the air around
     the body, the largest components, closed and with per-slice holes (vessels) filled."""
-    coarse = _coarse(sitk.Cast(ct, sitk.sitkFloat32))
+    coarse = _coarse(ct)
     # A one-voxel air frame around each slice joins all outside air into one 3D component, while
     # lungs cut by the ends of a slab are not mistaken for outside air (no padding along z).
     framed = sitk.ConstantPad(coarse, (1, 1, 0), (1, 1, 0), -1000.0)
@@ -168,11 +185,9 @@ def segment_lungs(ct: sitk.Image) -> sitk.Image:
         return sitk.Cast(ordered * 0, sitk.sitkUInt8)
     keep = [i + 1 for i, s in enumerate(sizes[:2]) if s >= LUNG_MIN_FRACTION * sizes[0]]
     lungs = sitk.Cast(sitk.BinaryThreshold(ordered, 1, max(keep), 1, 0), sitk.sitkUInt8)
-    lungs = sitk.BinaryMorphologicalClosing(lungs, (2, 2, 1))
+    lungs = sitk.BinaryMorphologicalClosing(lungs, (1, 1, 1))
     # Vessels are holes in 2D but, branching to the hilum, not in 3D: fill slice by slice.
-    filled = sitk.JoinSeries([sitk.BinaryFillhole(lungs[:, :, k]) for k in range(lungs.GetSize()[2])])
-    filled.CopyInformation(lungs)
-    return sitk.Cast(filled, sitk.sitkUInt8)
+    return _fill_holes_per_slice(lungs)
 
 
 def background_centres(ct: sitk.Image, nodules: sitk.Image | None, count: int, rng: np.random.Generator,
@@ -183,9 +198,9 @@ def background_centres(ct: sitk.Image, nodules: sitk.Image | None, count: int, r
         return [], ""
     lungs = segment_lungs(ct)
     if nodules is not None:
-        # Linear + '> 0' on the coarse grid keeps every voxel the nodule touches out of the lungs.
-        on_lungs = sitk.Resample(sitk.Cast(nodules, sitk.sitkFloat32), lungs, sitk.Transform(), sitk.sitkLinear, 0.0)
-        lungs = sitk.Mask(lungs, sitk.Cast(sitk.Equal(on_lungs, 0.0), sitk.sitkUInt8))
+        # Block average '> 0' on the same coarse grid: every coarse voxel a nodule touches leaves the lungs.
+        touched = _coarse(nodules)
+        lungs = sitk.Mask(lungs, sitk.Cast(sitk.Equal(touched, 0.0), sitk.sitkUInt8))
     if not np.any(sitk.GetArrayViewFromImage(lungs)):
         return [], "no lung found (air below -320 HU inside the body); no background VOI"
     distance = sitk.SignedMaurerDistanceMap(lungs, insideIsPositive=True, squaredDistance=False,

@@ -132,7 +132,7 @@ def _slices(inputs: SubjectInputs, params: PrepParams, timings: dict[str, float]
     else:
         mask = readers.read_mask_file(inputs.mask, ct)
     readers.check_mask_content(mask, Path(inputs.mask).name)
-    nodules, warnings = geometry.find_nodules(mask)
+    nodules, components, warnings = geometry.find_nodules(mask)
     if not nodules:
         raise SubjectError(f"mask {Path(inputs.mask).name} has only specks below {geometry.MIN_NODULE_MM3:g} mm3; "
                            f"no nodule to crop")
@@ -147,7 +147,6 @@ def _slices(inputs: SubjectInputs, params: PrepParams, timings: dict[str, float]
         for k, v in rows.items():
             columns[k].extend(v)
 
-    components = sitk.ConnectedComponent(mask, True)
     n_nodule = 0
     for voi_id, nodule in enumerate(nodules):
         own = sitk.Cast(sitk.Equal(components, nodule.label), sitk.sitkUInt8)

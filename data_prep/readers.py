@@ -293,7 +293,7 @@ def read_mask_file(path: str, ct: sitk.Image) -> sitk.Image:
         raise SubjectError(f"mask geometry does not match the image: mask {_describe(mask)} vs image "
                            f"{_describe(ct)}; export the mask on the CT's grid")
     mask.CopyInformation(ct)  # within tolerance: use exactly the CT's grid
-    return sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8)
+    return sitk.NotEqual(mask, 0)  # uint8 {0, 1}
 
 
 def read_seg(path: str, ct: sitk.Image, ct_dir: str) -> sitk.Image:

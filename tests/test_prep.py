@@ -98,7 +98,7 @@ def rows_of(table, sid: str, kind: str | None = None):
                                        (0, -1, 0, 1, 0, 0, 0, 0, 1)], ids=["identity", "flipped-xy", "rotated-90"])
 def test_nodule_at_known_position_is_centred(direction) -> None:
     ct, mask, centre = phantom(direction=direction)
-    nodules, _ = geometry.find_nodules(mask)
+    nodules, _, _ = geometry.find_nodules(mask)
     assert len(nodules) == 1
     assert np.allclose(nodules[0].center_mm, centre, atol=0.6)  # voxelised sphere vs its true centre
 
@@ -287,23 +287,33 @@ def _truth(cohort: Path) -> dict:
     return json.loads((cohort / "truth.json").read_text())["subjects"]
 
 
-def _check_against_truth(out: Path, truth: dict, size: int) -> None:
+def _check_against_truth(out: Path, cohort: Path, size: int) -> None:
+    truth = _truth(cohort)
     manifest = schema.read_manifest(out)
     table = schema.open_dataset(out).to_table()
-    ok = [s for s, o in manifest["subjects"].items() if o["status"] == "ok"]
-    assert ok and set(ok) <= set(truth)
-    for sid in ok:
+    assert sorted(manifest["subjects"]) == sorted(truth)
+    assert all(o["status"] == "ok" for o in manifest["subjects"].values()), manifest["subjects"]
+    for sid, outcome in manifest["subjects"].items():
         true_centres = np.array([n["center_mm"] for n in truth[sid]["nodules"]])
-        for got in manifest["subjects"][sid]["nodule_centres_mm"]:
-            # Each VOI is centred on a true nodule (within a voxel or two of the voxelised mask).
-            assert np.min(np.linalg.norm(true_centres - np.asarray(got), axis=1)) < 2.5
+        assert outcome["n_nodules"] == len(true_centres)
+        for got in outcome["nodule_centres_mm"]:
+            # Each VOI is centred on its true nodule (the truth is the same mask's centroid).
+            assert np.min(np.linalg.norm(true_centres - np.asarray(got), axis=1)) < 0.5
         nod = rows_of(table, sid, "nodule")
         masks = schema.decode_masks(nod["mask"], size)
         assert masks.reshape(len(masks), -1).any(1).all()
         assert rows_of(table, sid, "background").num_rows > 0
     assert set(table["split"].to_pylist()) <= set(schema.SPLITS)
+    # Genes: raw counts as in genes.tsv, genes with any NA dropped and named in the manifest.
+    lines = [ln.split("\t") for ln in (cohort / "genes.tsv").read_text().splitlines()]
+    header, rows = lines[0], {r[0]: r[1:] for r in lines[1:]}
+    with_na = sorted(g for g, cells in rows.items() if "NA" in cells)
+    assert with_na and sorted(manifest["genes"]["dropped"]["any NA"]) == with_na
     genes = schema.read_genes(out)
-    assert sorted(genes.subject_ids) == sorted(ok)
+    assert sorted(genes.subject_ids) == sorted(truth)
+    sid = genes.subject_ids[0]
+    want = [float(rows[g][header.index(sid) - 1]) for g in genes.gene_names]
+    assert np.array_equal(genes.values[0], np.array(want, np.float32))
 
 
 def test_synthetic_cohort_nifti(synthetic_cohort: Path, tmp_path: Path, ray_cluster) -> None:
@@ -311,20 +321,21 @@ def test_synthetic_cohort_nifti(synthetic_cohort: Path, tmp_path: Path, ray_clus
     code = main(["--cases", str(synthetic_cohort / "cases.csv"), "--genes", str(synthetic_cohort / "genes.tsv"),
                  "--out", str(out), *[f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]])
     assert code == 0
-    _check_against_truth(out, _truth(synthetic_cohort), SIZE)
+    _check_against_truth(out, synthetic_cohort, SIZE)
     manifest = schema.read_manifest(out)
     assert manifest["genes"]["na_policy"] == "drop" and manifest["gene_stats"]["method"] == "log_zscore"
 
 
+@pytest.mark.filterwarnings("ignore:The string .* is unlikely to represent:UserWarning")  # highdicom, on the writer
 def test_synthetic_cohort_tcia(synthetic_cohort_tcia: Path, tmp_path: Path, ray_cluster) -> None:
     out = tmp_path / "ds"
     code = main(["--tcia-root", str(synthetic_cohort_tcia / "tcia"), "--genes", str(synthetic_cohort_tcia / "genes.tsv"),
                  "--out", str(out), *[f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]])
     assert code == 0
-    _check_against_truth(out, _truth(synthetic_cohort_tcia), SIZE)
+    _check_against_truth(out, synthetic_cohort_tcia, SIZE)
     manifest = schema.read_manifest(out)
-    assert all(any(p.endswith(".dcm") or "tcia" in p for p in o["inputs"]) for o in manifest["subjects"].values()
-               if o["status"] == "ok")
+    for outcome in manifest["subjects"].values():  # every DICOM file (CT slices and the SEG) is fingerprinted
+        assert len(outcome["inputs"]) > 2 and all(p.endswith(".dcm") for p in outcome["inputs"])
 
 
 def test_run_prep_api_in_process(phantom_cohort: Path, tmp_path: Path) -> None:
