@@ -304,13 +304,13 @@ class SubjectCache:
             return None
         return entry.get("key")
 
-    def load(self, subject_id: str) -> tuple[dict, "pa.Table | None"]:
+    def outcome(self, subject_id: str) -> dict:
+        return json.loads(self._stem(subject_id).with_suffix(".json").read_text())["outcome"]
+
+    def table(self, subject_id: str) -> "pa.Table":
         import pyarrow.parquet as pq
 
-        stem = self._stem(subject_id)
-        entry = json.loads(stem.with_suffix(".json").read_text())
-        table = pq.read_table(stem.with_suffix(".parquet")) if entry["outcome"]["status"] == "ok" else None
-        return entry["outcome"], table
+        return pq.read_table(self._stem(subject_id).with_suffix(".parquet"))
 
     def store(self, result: dict[str, Any], outcome: dict) -> None:
         import pyarrow.parquet as pq
@@ -494,31 +494,31 @@ def run_prep(opts: PrepOptions) -> dict:
     # --- per-subject work, skipping unchanged subjects
     cache = SubjectCache(opts.cache or out.parent / f".{out.name}.prep-cache")
     cached_keys = {c.subject_id: k for c in runnable if (k := cache.key(c.subject_id)) is not None}
-    tables: dict[str, "pa.Table"] = {}
+    # Slices of a subject stay in memory only when they could not be cached; the others are read
+    # back from the cache one subject at a time while the dataset is written.
+    in_memory: dict[str, "pa.Table"] = {}
     processed = from_cache = 0
     for result in _run_subjects(runnable, opts.params, cached_keys, opts.workers, opts.address):
         sid = result["subject_id"]
         if result["cached"]:
-            outcome, table = cache.load(sid)
-            outcome = {**outcome, "from_cache": True}
+            outcome = {**cache.outcome(sid), "from_cache": True}
             from_cache += 1
         else:
             processed += 1
-            table = result["table"]
             outcome = {"status": result["status"], "reason": result["reason"], **result["info"],
                        "inputs": result["inputs"], "key": result["key"],
                        "seconds": {k: round(v, 3) for k, v in result["timings"].items()}}
             if result["deterministic"] and result["key"] is not None:
                 cache.store(result, outcome)
+            elif result["table"] is not None:
+                in_memory[sid] = result["table"]
             outcome = {**outcome, "from_cache": False}
             if "traceback" in result:
                 print(f"prep: {sid}: {result['traceback']}", file=sys.stderr)
         outcome["split"] = splits[sid]
         outcomes[sid] = outcome
-        if table is not None and outcome["status"] == "ok":
-            tables[sid] = table
 
-    ok = sorted(tables)
+    ok = sorted(s for s, o in outcomes.items() if o["status"] == "ok")
     if not ok:
         raise PrepError("no subject made it through prep (nothing was written; any previous dataset at --out "
                         "is unchanged)", outcomes)
@@ -545,7 +545,7 @@ def run_prep(opts: PrepOptions) -> dict:
     try:
         def with_split() -> Iterator["pa.Table"]:
             for sid in ok:
-                t = tables[sid]
+                t = in_memory[sid] if sid in in_memory else cache.table(sid)
                 yield t.add_column(2, "split", pa.array([splits[sid]] * t.num_rows, pa.string()))
 
         files = schema.write_slice_files(with_split(), tmp, image_size=opts.params.image_size)

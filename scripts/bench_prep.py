@@ -1,7 +1,8 @@
 """Benchmark `radiogen prep`: subjects per minute and time per stage, against SimpleITK reading alone.
 
     python scripts/bench_prep.py --subjects 6 --matrix 512            # synthetic cohort (data_prep.cohort)
-    python scripts/bench_prep.py --cohort DIR                         # an existing cohort folder
+    python scripts/bench_prep.py --cohort DIR                         # DIR's cohort (written there first
+                                                                      # if DIR has no genes.tsv, and kept)
 
 A cohort folder holds genes.tsv and either cases.csv (NIfTI layout) or tcia/ (DICOM layout), as
 `data_prep.cohort.write_cohort` writes them. All figures come from one run on one machine, so the
@@ -55,7 +56,8 @@ def _sitk_read_seconds(cases) -> list[float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cohort", type=Path, help="existing cohort folder (default: write a synthetic one)")
+    parser.add_argument("--cohort", type=Path, help="cohort folder; a synthetic cohort is written there if it has no "
+                                                    "genes.tsv (default: a temporary one)")
     parser.add_argument("--subjects", type=int, default=6, help="synthetic cohort size (default 6)")
     parser.add_argument("--matrix", type=int, default=512, help="synthetic in-plane matrix (default 512)")
     parser.add_argument("--fmt", choices=("nifti", "tcia"), default="nifti", help="cohort layout (default nifti)")
@@ -71,12 +73,12 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench_prep_"))
     try:
-        cohort = args.cohort
-        if cohort is None:
+        cohort = args.cohort or work / "cohort"
+        if not (cohort / "genes.tsv").is_file():
             from data_prep.cohort import write_cohort
 
             t = time.perf_counter()
-            cohort = write_cohort(work / "cohort", subjects=args.subjects, seed=0, fmt=args.fmt, matrix=args.matrix)
+            cohort = write_cohort(cohort, subjects=args.subjects, seed=0, fmt=args.fmt, matrix=args.matrix)
             print(f"wrote a synthetic {args.fmt} cohort of {args.subjects} subjects ({args.matrix} matrix) "
                   f"in {time.perf_counter() - t:.1f} s")
         fmt = "tcia" if (cohort / "tcia").is_dir() and not (cohort / "cases.csv").is_file() else args.fmt

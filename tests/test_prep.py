@@ -345,3 +345,19 @@ def test_run_prep_api_in_process(phantom_cohort: Path, tmp_path: Path) -> None:
     assert manifest["image"]["size"] == SIZE and manifest["image"]["pixel_spacing_mm"] == pytest.approx(60 / SIZE)
     assert set(manifest["inputs"]) >= {str(phantom_cohort / "genes.tsv")}
     assert all(len(h) == 64 for h in manifest["inputs"].values())
+
+
+def test_radiogen_prep_command(phantom_cohort: Path, tmp_path: Path) -> None:
+    from radiogen.cli import main as radiogen_main
+
+    assert radiogen_main(["prep", *_args(phantom_cohort, tmp_path / "ds", "--workers", "0")]) == 0
+    assert schema.read_manifest(tmp_path / "ds")["counts"]["subjects"]["ok"] == 4
+    help_text = subprocess.run([sys.executable, "-m", "radiogen.cli", "prep", "--help"], cwd=REPO, capture_output=True,
+                               text=True, check=True).stdout
+    for flag in ("--tcia-root", "--cases", "--genes", "--out", "--image-size", "--voi-mm", "--bg-vois", "--bg-slices",
+                 "--split", "--seed", "--na-policy", "--genes-orientation", "--workers", "--address"):
+        assert flag in help_text
+    # Registering the command must stay cheap: Ray is imported only when prep runs.
+    code = "import sys, data_prep.prep; print('ray' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
