@@ -35,15 +35,18 @@ class Batch:
         return self.image.shape[0]
 
 
-def mismatch_index(subject_ids: list[str], generator: torch.Generator | None = None) -> torch.Tensor:
+def mismatch_index(subject_ids: list[str], generator: torch.Generator | None = None,
+                   allow_missing: bool = False) -> torch.Tensor:
     """For each row, the index of a random row from a DIFFERENT subject (the paper's m-bar, g-bar).
 
-    Raises ValueError when some row has no other subject in the batch (e.g. a one-subject batch).
+    A row whose subject is the only one in the batch gets -1 when `allow_missing`, else ValueError.
     """
     codes = {s: i for i, s in enumerate(dict.fromkeys(subject_ids))}
     ids = torch.tensor([codes[s] for s in subject_ids])
     allowed = (ids[:, None] != ids[None, :]).float()  # (B, B): 1 where subjects differ
-    if (allowed.sum(1) == 0).any():
+    if len(codes) == 1:
+        if allow_missing:
+            return torch.full((len(subject_ids),), -1, dtype=torch.long)
         raise ValueError(f"a batch needs at least two subjects to form mismatched tuples; got only "
                          f"{sorted(codes)} - increase the batch size or shuffle across subjects")
     return torch.multinomial(allowed, 1, generator=generator).squeeze(1)

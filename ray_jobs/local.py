@@ -1,0 +1,49 @@
+"""The `--local` session: one process, no Ray, data straight from parquet, CUDA when present.
+
+This is the run a researcher steps through with a debugger; it executes the same `loop.fit` as the
+Ray workers, with checkpoints under RUNS/<run name>/checkpoints/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from radiogen.data import LocalSource
+
+from .loop import Records
+
+KEEP_CHECKPOINTS = 2
+
+
+class LocalSession:
+    rank = 0
+    world_size = 1
+
+    def __init__(self, source: LocalSource, run_dir: Path, device: torch.device):
+        self.source, self.device = source, device
+        self.checkpoints = run_dir / "checkpoints"
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def epoch_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[Records, Records]]:
+        return self.source.epoch(epoch)
+
+    def latest_checkpoint(self) -> Path | None:
+        done = sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir())
+        return done[-1] if done else None
+
+    def commit(self, checkpoint_dir: Path | None, step: int, metrics: dict[str, float]) -> None:
+        target = self.checkpoints / checkpoint_dir.name
+        staging = self.checkpoints / f".{checkpoint_dir.name}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(checkpoint_dir, staging)
+        os.replace(staging, target)  # a directory appears complete or not at all
+        for old in sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old, ignore_errors=True)

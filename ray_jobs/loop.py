@@ -1,0 +1,238 @@
+"""The training loop every run executes: Ray Train workers and the `--local` debug run alike.
+
+Read top to bottom: setup, resume, then steps of `radiogen.train_step` with metrics, validation,
+figures and checkpoints. What differs between Ray and local lives in a `Session` (where batches come
+from, how a checkpoint is committed, DDP or not); the loop itself imports no Ray.
+
+Exactly-once metrics: metric records are buffered and written into each checkpoint's
+`metrics.jsonl`; they reach MLflow only after that checkpoint is committed. A worker failure rolls
+back to the last checkpoint and recomputes the lost steps, so no step is logged twice or missed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from radiogen import schema
+from radiogen.checkpoint import load_checkpoint, save_checkpoint
+from radiogen.config import ExperimentConfig, from_dict, to_dict
+from radiogen.data import GeneLookup, MismatchPool, assemble_batch, decode_pairs
+from radiogen.figures import fig2_grid, save_figure
+from radiogen.genes import apply_gene_stats
+from radiogen.metrics import background_l1, realism_report
+from radiogen.train_step import TrainState, build_training, train_step
+
+from .tracking import Tracker
+
+STATE_FILE = "state.pt"
+METRICS_FILE = "metrics.jsonl"
+Records = dict[str, np.ndarray]
+
+
+@dataclass
+class RunSettings:
+    """Everything a worker needs, as plain data (it crosses the Ray boundary)."""
+
+    config: dict[str, Any]
+    """The resolved ExperimentConfig as a dict."""
+    tracking_uri: str
+    run_id: str
+    genes: dict[str, Any]
+    """{"subject_ids", "values" (raw, subjects x genes), "stats" (GeneStats dict)}: joined on the worker."""
+    pool: Records = field(default_factory=dict)
+    """Training nodule rows of several subjects seeding the MismatchPool (for single-subject batches)."""
+    validation: dict[str, Records] = field(default_factory=dict)
+    """{"nodules": records, "backgrounds": records} of the validation split (rank 0 evaluates them)."""
+    log_every: int = 10
+    val_every: int = 100
+    checkpoint_every: int = 100
+    fail_at_step: int | None = None
+    """Test-only: the last rank raises once at this step (a marker file makes it fire only once)."""
+    fail_marker: str | None = None
+
+
+class Session(Protocol):
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module: ...
+    def epoch_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[Records, Records]]: ...
+    def latest_checkpoint(self) -> Path | None: ...
+    def commit(self, checkpoint_dir: Path | None, step: int, metrics: dict[str, float]) -> None: ...
+
+
+class GeneTable(GeneLookup):
+    """GeneLookup built from the plain data in RunSettings (no file access on the worker)."""
+
+    def __init__(self, genes: dict[str, Any]):  # noqa: D107 - the parent reads files; this one does not
+        from radiogen.genes import GeneStats
+
+        self.index = {sid: i for i, sid in enumerate(genes["subject_ids"])}
+        stats = GeneStats.from_dict(genes["stats"])
+        self.values = torch.from_numpy(apply_gene_stats(stats, np.asarray(genes["values"])))
+
+
+class MetricWindow:
+    """Sums step metrics on the device (no sync per step); `.flush()` syncs once per log interval."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps, self.wait, self.start = 0, 0.0, time.perf_counter()
+
+    def add(self, metrics: dict[str, torch.Tensor], wait: float) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        self.steps += 1
+        self.wait += wait
+
+    def flush(self, images_per_step: int) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.start
+        out = {k: v.item() / self.steps for k, v in self.sums.items()}
+        out["perf/images_per_s"] = self.steps * images_per_step / elapsed
+        out["perf/data_wait_fraction"] = self.wait / elapsed
+        self.__init__()
+        return out
+
+
+def seed_for(seed: int, rank: int, step: int) -> int:
+    """RNG seed re-applied at every checkpoint step, so a resumed run draws what an unbroken one would."""
+    return (seed * 1_000_003 + rank * 7_919 + step) % 2**63
+
+
+def validate(state: TrainState, settings: RunSettings, genes: GeneTable, step: int, figure_dir: Path) -> tuple[dict[str, float], Path]:
+    """Background L1 and radiomic realism of the EMA generator on the validation pairs, plus a Fig. 2."""
+    cfg, size = state.cfg, state.cfg.data.image_size
+    _, image, mask, g, background = decode_pairs(settings.validation["nodules"], settings.validation["backgrounds"],
+                                                 genes, size)
+    with torch.no_grad():
+        torch.manual_seed(cfg.train.seed)  # the same noise at every validation
+        out = state.G_ema(background.to(state.device), g.to(state.device))
+    fake_img, fake_mask = out.image.float().cpu().numpy()[:, 0], out.mask.float().cpu().numpy()[:, 0]
+    real_img, real_mask = image.numpy()[:, 0], mask.numpy()[:, 0]
+    bg_np = background.numpy()[:, 0]
+    metrics = {"val/l1_background": background_l1(fake_img, bg_np, fake_mask)}
+    metrics |= {f"val/{k}": v for k, v in realism_report(real_img, real_mask, fake_img, fake_mask).items()}
+    weight = None if out.weight is None else out.weight.float().cpu().numpy()[:, 0]
+    figure = save_figure(fig2_grid(bg_np, fake_img, weight, fake_mask), figure_dir / f"fig2_step{step:07d}.png")
+    return metrics, figure
+
+
+def _read_records(checkpoint: Path) -> list[dict[str, Any]]:
+    path = checkpoint / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def fit(settings: RunSettings, session: Session) -> dict[str, float]:
+    cfg: ExperimentConfig = from_dict(ExperimentConfig, settings.config)
+    t, rank0 = cfg.train, session.rank == 0
+    images_per_step = t.batch_size * session.world_size
+    genes = GeneTable(settings.genes)
+
+    # Setup: a fresh model, or everything back from the last committed checkpoint.
+    torch.manual_seed(t.seed)  # identical initial weights on every rank
+    epoch, records = 0, []
+    latest = session.latest_checkpoint()
+    if latest is None:
+        state = build_training(cfg, session.device)
+    else:
+        state, extra = load_checkpoint(latest / STATE_FILE, session.device)
+        epoch, records = int(extra["epoch"]), _read_records(latest)
+        if rank0:
+            print(f"resumed from {latest} at step {state.step}, epoch {epoch}")
+    state.G, state.D = session.wrap(state.G), session.wrap(state.D)
+    torch.manual_seed(seed_for(t.seed, session.rank, state.step))
+    tracker = Tracker(settings.tracking_uri, settings.run_id) if rank0 else None
+    sent = tracker.last_step("loss/G/total") if tracker else -1
+    pending: list[dict[str, Any]] = []
+    scratch = Path(tempfile.mkdtemp(prefix="radiogen-"))
+    if rank0:
+        print(f"training {cfg.name}: {session.world_size} worker(s) on {session.device}, batch {t.batch_size} "
+              f"per worker, steps {state.step} -> {t.max_steps}")
+
+    def send_unsent() -> int:
+        """Push committed records the tracker has not acknowledged; they stay in metrics.jsonl anyway."""
+        nonlocal sent
+        unsent = [r for r in records if r["step"] > sent]
+        if tracker and unsent:
+            try:
+                tracker.log_records(unsent)
+                sent = unsent[-1]["step"]
+            except Exception as err:  # noqa: BLE001 - the tracker must never stop training
+                print(f"tracking: {len(unsent)} metric records not sent yet ({err}); they are kept in {METRICS_FILE}")
+        return sent
+
+    def commit() -> None:
+        ckpt = None
+        if rank0:
+            records.extend(pending)
+            ckpt = scratch / f"step_{state.step:08d}"
+            save_checkpoint(ckpt / STATE_FILE, state, extra={"epoch": epoch, "run_id": settings.run_id})
+            (ckpt / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+        pending.clear()
+        last = records[-1]["metrics"] if records else {}
+        session.commit(ckpt, state.step, {"step": state.step, **{k: v for k, v in last.items() if k.startswith("loss/")}})
+        if ckpt is not None:
+            shutil.rmtree(ckpt, ignore_errors=True)
+        send_unsent()
+        torch.manual_seed(seed_for(t.seed, session.rank, state.step))
+
+    send_unsent()  # a resumed run first delivers what its checkpoint holds but MLflow never got
+    window = MetricWindow()
+    mismatch_rng = torch.Generator()
+    pool_masks = torch.from_numpy(schema.decode_masks(settings.pool["mask"], cfg.data.image_size).astype(np.float32))
+    pool = MismatchPool([str(s) for s in settings.pool["subject_id"]], pool_masks[:, None])
+    while state.step < t.max_steps:
+        batches, stepped = session.epoch_batches(epoch, t.batch_size), False
+        while state.step < t.max_steps:
+            tick = time.perf_counter()
+            pair = next(batches, None)
+            if pair is None:
+                break
+            stepped = True
+            mismatch_rng.manual_seed(seed_for(t.seed, session.rank, state.step))
+            batch = assemble_batch(*pair, genes, cfg.data.image_size, mismatch_rng, pool)
+            batch = batch.to(session.device, t.channels_last)
+            wait = time.perf_counter() - tick
+
+            if settings.fail_at_step == state.step + 1 and session.rank == session.world_size - 1 \
+                    and settings.fail_marker and not Path(settings.fail_marker).exists():
+                Path(settings.fail_marker).touch()
+                raise RuntimeError(f"injected failure at step {state.step + 1} (test setting fail_at_step)")
+
+            window.add(train_step(state, batch), wait)
+            step = state.step
+            if step % settings.log_every == 0 or step == t.max_steps:
+                pending.append({"step": step, "metrics": window.flush(images_per_step)})
+            if rank0 and settings.validation and (step % settings.val_every == 0 or step == t.max_steps):
+                val, figure = validate(state, settings, genes, step, scratch / "figures")
+                pending.append({"step": step, "metrics": val})
+                try:
+                    tracker.log_artifact(figure, "figures")  # named by step: a re-run overwrites, never duplicates
+                except Exception as err:  # noqa: BLE001
+                    print(f"tracking: figure {figure.name} not uploaded ({err})")
+            if step % settings.checkpoint_every == 0 or step == t.max_steps:
+                commit()
+        epoch += 1
+        if not stepped:
+            raise schema.SchemaError("the training split yields no full batch on this worker; lower "
+                                     "train.batch_size or --num-workers, or prepare more subjects")
+
+    final = records[-1]["metrics"] if records else {}
+    if rank0:
+        try:
+            tracker.log_generator(state.G_ema.cpu(), to_dict(cfg))
+        except Exception as err:  # noqa: BLE001
+            print(f"tracking: final model not logged ({err}); it is in the last checkpoint")
+    shutil.rmtree(scratch, ignore_errors=True)
+    return final

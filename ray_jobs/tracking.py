@@ -1,0 +1,174 @@
+"""MLflow tracking for training runs: fail fast when the server is unreachable, retry transient errors.
+
+Only rank 0 talks to MLflow, through `Tracker`. Every metric also lives in `metrics.jsonl` inside
+each checkpoint, so a tracker outage never loses data: the next commit (or a resume) sends what the
+server has not acknowledged yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import radiogen
+
+T = TypeVar("T")
+
+RUN_NAME_TAG = "radiogen.run_name"
+# Errors that retrying cannot fix (bad request, missing run): raise at once.
+_PERMANENT = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST"}
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server cannot be used; the message says where it was looked for and what to do."""
+
+
+def default_tracking_uri(runs_dir: str | Path) -> str:
+    """MLFLOW_TRACKING_URI when set, else a sqlite store in the runs folder (open it with `mlflow ui`)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(Path(runs_dir).resolve() / 'mlflow.db')}"
+
+
+def check_tracking(uri: str, timeout: float = 5.0) -> None:
+    """Raise TrackingUnavailable unless the tracking store answers (http) or can be created (sqlite)."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:  # noqa: S310 - user's URI
+                if resp.status == 200:
+                    return
+                problem = f"answered HTTP {resp.status}"
+        except (urllib.error.URLError, OSError) as err:
+            problem = f"is unreachable ({getattr(err, 'reason', err)})"
+        raise TrackingUnavailable(f"MLflow tracking server {uri} {problem}; start it (e.g. `mlflow server "
+                                  f"--backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000`) or "
+                                  f"unset MLFLOW_TRACKING_URI to use a local sqlite store")
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TrackingUnavailable(f"cannot create the folder of the sqlite tracking store {uri}: {err}") from None
+        if not os.access(folder, os.W_OK):
+            raise TrackingUnavailable(f"the folder of the sqlite tracking store {uri} is not writable")
+        return
+    if uri.startswith("file:") or "://" not in uri:
+        raise TrackingUnavailable(f"MLflow 3 refuses the plain file store ({uri}); use sqlite:///path/mlflow.db "
+                                  f"or an http(s) tracking server")
+
+
+def with_retry(fn: Callable[[], T], what: str, attempts: int = 5, first_wait: float = 0.5) -> T:
+    """Call fn, retrying transient failures with exponential backoff; re-raise the last error."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - mlflow raises many types for network trouble
+            if getattr(err, "error_code", None) in _PERMANENT or attempt == attempts - 1:
+                raise
+            wait = first_wait * 2**attempt
+            print(f"tracking: {what} failed ({type(err).__name__}: {str(err)[:200]}); retrying in {wait:.1f}s")
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def code_version() -> str:
+    """git commit (+dirty) of the source tree when available, else the package version and a source hash."""
+    root = Path(radiogen.__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        digest = hashlib.sha256()
+        for path in sorted(Path(radiogen.__file__).parent.rglob("*.py")):
+            digest.update(path.read_bytes())
+        return f"{radiogen.__version__}+src.{digest.hexdigest()[:12]}"
+
+
+def flatten(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out |= flatten(f"{prefix}.{k}" if prefix else str(k), v)
+        return out
+    return {prefix: value}
+
+
+def open_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str],
+             artifact_root: Path | None) -> str:
+    """Create the run, or re-attach to the unfinished run of the same name (a resumed training)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Param, RunTag
+
+    client = MlflowClient(uri)
+    exp = with_retry(lambda: client.get_experiment_by_name(experiment), "get experiment")
+    if exp is None:
+        location = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
+        exp_id = with_retry(lambda: client.create_experiment(experiment, artifact_location=location), "create experiment")
+    else:
+        exp_id = exp.experiment_id
+    found = with_retry(lambda: client.search_runs([exp_id], f"tags.`{RUN_NAME_TAG}` = '{run_name}'",
+                                                  max_results=1), "search runs")
+    if found:
+        return found[0].info.run_id
+    run = with_retry(lambda: client.create_run(exp_id, run_name=run_name, tags={**tags, RUN_NAME_TAG: run_name}),
+                     "create run")
+    items = [Param(k, str(v)) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+        with_retry(lambda chunk=items[i:i + 100]: client.log_batch(run.info.run_id, params=chunk), "log params")
+    with_retry(lambda: client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()]), "log tags")
+    return run.info.run_id
+
+
+class Tracker:
+    """Rank 0's handle on one MLflow run."""
+
+    def __init__(self, uri: str, run_id: str):
+        from mlflow import MlflowClient
+
+        self.uri, self.run_id = uri, run_id
+        self.client = MlflowClient(uri)
+
+    def last_step(self, key: str) -> int:
+        """The highest step logged for `key` (-1 when none): where a resumed run continues logging."""
+        history = with_retry(lambda: self.client.get_metric_history(self.run_id, key), "read metric history")
+        return max((m.step for m in history), default=-1)
+
+    def log_records(self, records: Iterable[dict[str, Any]]) -> None:
+        """records: {"step": int, "metrics": {name: float}} each; sent in batches of <= 1000 values."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        values = [Metric(k, float(v), now, int(r["step"])) for r in records for k, v in r["metrics"].items()]
+        for i in range(0, len(values), 1000):
+            with_retry(lambda chunk=values[i:i + 1000]: self.client.log_batch(self.run_id, metrics=chunk), "log metrics")
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        with_retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), f"log artifact {path}")
+
+    def log_generator(self, generator: Any, config: dict[str, Any]) -> None:
+        """The final EMA generator as an MLflow PyTorch model, with the experiment config beside it."""
+        import mlflow
+        import mlflow.pytorch
+
+        mlflow.set_tracking_uri(self.uri)
+        with mlflow.start_run(run_id=self.run_id):
+            # pickle format: the pt2 default traces forward with an example and cannot hold Optional outputs.
+            with_retry(lambda: mlflow.pytorch.log_model(generator, name="generator_ema", serialization_format="pickle",
+                                                        metadata={"radiogen_config": json.dumps(config)}),
+                       "log model")
+            with_retry(lambda: mlflow.log_dict(config, "generator_ema_config.json"), "log config")
+
+    def finish(self, status: str) -> None:
+        with_retry(lambda: self.client.set_terminated(self.run_id, status), "finish run")
