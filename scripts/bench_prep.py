@@ -121,7 +121,9 @@ def main() -> int:
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
         ray_start = time.perf_counter() - t
         runs = {}
-        for label, workers, keep_cache in (("ray, cold", args.workers, False), ("ray, re-run (cached)", args.workers, True),
+        for label, workers, keep_cache in (("ray, cold (new worker processes)", args.workers, False),
+                                           ("ray, cold cache, warm workers", args.workers, False),
+                                           ("ray, re-run (all cached)", args.workers, True),
                                            ("in-process (--workers 0)", 0, False)):
             if not keep_cache:
                 shutil.rmtree(work / "cache", ignore_errors=True)
@@ -150,7 +152,7 @@ def main() -> int:
             c = manifest["counts"]
             assert c["subjects"]["ok"] + c["subjects"]["failed"] >= 1
             print(f"{label:34s} {secs:8.2f} {60 * n / secs:12.1f} {secs / sum(sitk_read):12.2f}")
-        slices = runs["ray, cold"][1]["counts"]["slices"]
+        slices = runs["in-process (--workers 0)"][1]["counts"]["slices"]
         print(f"(Ray start-up, not included above: {ray_start:.1f} s; {args.workers} workers; "
               f"{sum(slices['nodule'].values())} nodule + {sum(slices['background'].values())} background slices)")
     finally:
