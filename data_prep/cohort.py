@@ -59,6 +59,7 @@ RADIUS_CAP = 1.9       # spikes and lobes reach at most this multiple of the nom
 JITTER = 0.2           # per-nodule noise on the programs, in units of their SD
 NUISANCE_FACTORS = 6
 MAX_VESSEL_GENERATION = 6
+SUBVOXEL_MM = 1.0      # nodules are rendered on sub-voxels of at most this size (partial volume)
 
 Format = Literal["nifti", "tcia"]
 
@@ -344,7 +345,7 @@ def _nodule_params(rng: np.random.Generator, z: np.ndarray) -> dict:
         "spicules": int(round(2 + 12 * irregular)),
         "texture": texture,
         "texture_sd_hu": 8.0 + 70.0 * texture,
-        "texture_scale_mm": 0.8 + 2.2 * texture,
+        "texture_scale_mm": 0.8 + 0.8 * texture,
         "elongation": [float(v) for v in rng.uniform(0.88, 1.12, 3)],
     }
     p["lobe_dirs"] = _unit_vectors(rng, p["lobes"]).astype(np.float32)
@@ -399,41 +400,51 @@ def _place(rng: np.random.Generator, grid: Grid, origin: np.ndarray, lungs: np.n
 
 def _draw_nodule(rng: np.random.Generator, grid: Grid, origin: np.ndarray, hu: np.ndarray, centre: np.ndarray,
                  p: dict) -> np.ndarray:
-    """Draw one nodule into hu (in place) and return its mask (bool, whole grid)."""
+    """Draw one nodule into hu (in place) and return its mask (bool, whole grid).
+
+    The nodule is rendered on sub-voxels of at most ~1 mm and averaged, so a voxel holds the partial
+    volume of rim, core and lung it covers; the mask is the voxels at least half inside the nodule."""
     spacing_zyx = np.array(grid.spacing[::-1])
     origin_zyx = origin[::-1]
-    h = float(min(grid.spacing))
+    f = np.clip(np.ceil(spacing_zyx / SUBVOXEL_MM), 1, 4).astype(int)  # sub-voxels per voxel (z, y, x)
+    sub = spacing_zyx / f
     r0 = 0.5 * p["diameter_mm"]
-    reach = r0 * p["reach"]
     idx = np.round((centre[::-1] - origin_zyx) / spacing_zyx).astype(int)
-    box = _box(idx, np.ceil((reach + 2 * h) / spacing_zyx).astype(int), grid.shape)
-    zz, yy, xx = _box_coords(box, origin_zyx, spacing_zyx)
+    box = _box(idx, np.ceil((r0 * p["reach"] + 2 * spacing_zyx.max()) / spacing_zyx).astype(int), grid.shape)
+    # Sub-voxel centres along each axis, as offsets from the nodule centre (mm), broadcastable (z, y, x).
+    zz, yy, xx = [(origin_zyx[a] + spacing_zyx[a] * ((np.arange(box[a].start * f[a], box[a].stop * f[a]) + 0.5)
+                                                     / f[a] - 0.5) - centre[2 - a]).astype(np.float32).reshape(
+        [-1 if b == a else 1 for b in range(3)]) for a in range(3)]
     e = p["elongation"]
-    d = np.stack(np.broadcast_arrays((xx - centre[0]) / e[0], (yy - centre[1]) / e[1], (zz - centre[2]) / e[2]),
-                 axis=-1)  # (z, y, x, 3) in the nodule's own frame
+    d = np.stack(np.broadcast_arrays(xx / e[0], yy / e[1], zz / e[2]), axis=-1)  # (z, y, x, 3), nodule frame
     r = np.linalg.norm(d, axis=-1)
     u = d / np.maximum(r, 1e-6)[..., None]
     boundary = r0 * _radius_factor(u, p)
-    alpha = np.clip((boundary - r) / h + 0.5, 0.0, 1.0)
-    inside = r <= boundary
-    # Keep the voxelised nodule one 26-connected piece: a spike thinner than a voxel may break off.
-    labels, n = ndimage.label(inside, structure=np.ones((3, 3, 3)))
-    if n > 1:
-        sizes = ndimage.sum_labels(inside, labels, range(1, n + 1))
-        keep = labels == 1 + int(np.argmax(sizes))
-        alpha = np.where(inside & ~keep, 0.0, alpha)
-        inside = keep
-    # Solid core of volume fraction `density` inside a ground-glass rim.
-    core = np.clip((np.cbrt(p["density"]) * boundary - r) / h + 0.5, 0.0, 1.0) if p["density"] > 0 else 0.0
-    value = p["ggo_hu"] + (p["solid_hu"] - p["ggo_hu"]) * core
-    sigma_vox = p["texture_scale_mm"] / spacing_zyx
-    field = ndimage.gaussian_filter(rng.standard_normal(alpha.shape).astype(np.float32), sigma_vox, mode="reflect")
+    inside = (r <= boundary).astype(np.float32)
+    # Solid core of volume fraction `density` inside a ground-glass rim, plus internal texture.
+    core = (r <= np.cbrt(p["density"]) * boundary).astype(np.float32)
+    field = ndimage.gaussian_filter(rng.standard_normal(inside.shape).astype(np.float32),
+                                    p["texture_scale_mm"] / sub, mode="reflect")
     field /= field.std() + 1e-6
-    value = value + p["texture_sd_hu"] * field
+    value = p["ggo_hu"] + (p["solid_hu"] - p["ggo_hu"]) * core + p["texture_sd_hu"] * field
+
+    def to_voxels(a: np.ndarray) -> np.ndarray:
+        n = a.shape
+        return a.reshape(n[0] // f[0], f[0], n[1] // f[1], f[1], n[2] // f[2], f[2]).mean(axis=(1, 3, 5))
+
+    alpha = to_voxels(inside)
     region = hu[box]
-    region += alpha * (value - region)
+    region *= 1.0 - alpha
+    region += to_voxels(inside * value)
+    own = alpha >= 0.5
+    centre_voxel = tuple(int(i - b.start) for i, b in zip(idx, box))
+    own[centre_voxel] = own[centre_voxel] or alpha[centre_voxel] > 0  # a nodule smaller than a voxel: its voxel
+    # Keep the mask one 26-connected piece: a spike thinner than a voxel may break off.
+    labels, n = ndimage.label(own, structure=np.ones((3, 3, 3)))
+    if n > 1:
+        own = labels == 1 + int(np.argmax(ndimage.sum_labels(own, labels, range(1, n + 1))))
     mask = np.zeros(grid.shape, dtype=bool)
-    mask[box] = inside
+    mask[box] = own
     return mask
 
 
@@ -583,7 +594,7 @@ def write_cohort(out_dir: Path | str, *, subjects: int, seed: int, genes: int = 
                 "size": "nodule diameter_mm = 5 + 25 * Phi(z + jitter)",
                 "density": "solid volume fraction Phi(z + jitter): solid core (~+30 HU) in ground glass (-600..-400 HU)",
                 "irregularity": "lobulation and spiculation amplitude Phi(z + jitter)",
-                "texture": "internal heterogeneity: SD 8 + 70 * Phi(z + jitter) HU, scale 0.8 + 2.2 * Phi mm",
+                "texture": "internal heterogeneity: SD 8 + 70 * Phi(z + jitter) HU, scale 0.8 + 0.8 * Phi mm",
             },
             "subjects": truth_subjects,
             "gene_programs": dict(zip(expr.gene_symbols, expr.gene_program)),

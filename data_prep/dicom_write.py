@@ -177,9 +177,15 @@ def nodule_seg(ct: list[Dataset], mask: np.ndarray, study: Study) -> Dataset:
         series_description=study.seg_series_description,
         omit_empty_frames=True,
     )
-    # highdicom stamps the creation time; the study's date keeps the file a function of the seed.
-    seg.SeriesDate = seg.ContentDate = study.study_date
-    seg.SeriesTime = seg.ContentTime = study.study_time
+    # highdicom stamps creation times and a random dimension-organization UID; the study's date and a
+    # derived UID keep the file a function of the seed.
+    seg.SeriesDate = seg.ContentDate = seg.InstanceCreationDate = study.study_date
+    seg.SeriesTime = seg.ContentTime = seg.InstanceCreationTime = study.study_time
+    for item in seg.get("ContributingEquipmentSequence", []):
+        item.ContributionDateTime = study.study_date + study.study_time
+    dimension_uid = study.uid("seg-dimension-organization")
+    for item in [*seg.get("DimensionOrganizationSequence", []), *seg.get("DimensionIndexSequence", [])]:
+        item.DimensionOrganizationUID = dimension_uid
     return seg
 
 
