@@ -228,8 +228,15 @@ def _anatomy(rng: np.random.Generator, grid: Grid, origin: np.ndarray) -> tuple[
     y = (origin[1] + sy * np.arange(ny, dtype=np.float32) - centre[1])[None, :, None]
     t = np.linspace(0.0, 1.0, nz, dtype=np.float32)[:, None, None]  # 0 inferior, 1 superior
 
-    def ellipse(cx, cy, a, b, scale=1.0) -> np.ndarray:
-        return ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 < scale
+    def ellipse(cx, cy, a, b, scale: float | np.ndarray = 1.0) -> np.ndarray:
+        """((x - cx) / a)^2 + ((y - cy) / b)^2 < scale, slice by slice (no full-volume float temporaries)."""
+        ex, ey = ((x - cx) / a) ** 2, ((y - cy) / b) ** 2  # (nz or 1, 1, nx), (nz or 1, ny, 1)
+        out = np.empty(grid.shape, dtype=bool)
+        buf = np.empty((ny, nx), dtype=np.float32)
+        for k in range(nz):
+            np.add(ex[k % len(ex)], ey[k % len(ey)], out=buf)
+            np.less(buf, scale, out=out[k])
+        return out
 
     hu = np.full(grid.shape, -1000.0, dtype=np.float32)
     a_body, b_body = rng.uniform(145, 165), rng.uniform(100, 118)
@@ -259,7 +266,7 @@ def _anatomy(rng: np.random.Generator, grid: Grid, origin: np.ndarray) -> tuple[
         phi = np.arctan2(y[0] - ly * b_mid, x[0] - side * lx * a_mid)  # (ny, nx)
         wobble = 1.0 + 0.04 * np.cos(3 * phi + rng.uniform(0, 6.3)) + 0.03 * np.cos(5 * phi + rng.uniform(0, 6.3))
         lungs |= ellipse(side * lx * ac, ly * bc, la * ac * apex * (0.95 if side > 0 else 1.0), lb * bc * apex,
-                         (wobble ** 2)[None])
+                         wobble ** 2)
     heart_scale = np.sqrt(np.clip(1.0 - t / 0.75, 0.0, 1.0)) + 1e-3
     heart = ellipse(rng.uniform(12, 25), -rng.uniform(20, 30), 0.42 * ac * heart_scale, 0.45 * bc * heart_scale)
     spine_y = 0.82 * bc
