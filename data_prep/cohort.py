@@ -1,4 +1,4 @@
-"""`radiogen cohort`: a synthetic radiogenomic cohort with a KNOWN link from gene programs to nodule phenotype (DESIGN §6).
+"""`radiogen cohort`: a synthetic cohort whose gene programs drive nodule phenotype by a KNOWN link (DESIGN §6).
 
 Each subject has four latent programs z ~ N(0, 1) (PROGRAMS). They drive
 - the nodules of a chest-like CT: size (nominal diameter 5 + 25 Phi(z) mm), density (solid fraction
@@ -599,7 +599,8 @@ def write_cohort(out_dir: Path | str, *, subjects: int, seed: int, genes: int = 
             "programs": list(PROGRAMS),
             "program_effects": {
                 "size": "nodule diameter_mm = 5 + 25 * Phi(z + jitter)",
-                "density": "solid volume fraction Phi(z + jitter): solid core (~+30 HU) in ground glass (-600..-400 HU)",
+                "density": "solid volume fraction Phi(z + jitter): solid core (~+30 HU) in ground glass "
+                           "(-600..-400 HU)",
                 "irregularity": "lobulation and spiculation amplitude Phi(z + jitter)",
                 "texture": "internal heterogeneity: SD 8 + 70 * Phi(z + jitter) HU, scale 0.8 + 0.8 * Phi mm",
             },

@@ -1,4 +1,4 @@
-"""`radiogen cohort`: layout, CT realism, nodule truth, GEO gene table, gene->phenotype links, DICOM SEG, determinism."""
+"""`radiogen cohort`: layout, CT, nodule truth, GEO genes, gene->phenotype links, DICOM SEG, determinism, CLI."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _lungs(hu: np.ndarray) -> np.ndarray:
     sizes = ndimage.sum_labels(air, labels, range(1, n + 1))
     sizes[border[border > 0] - 1] = 0
     two = 1 + np.argsort(sizes)[::-1][:2]
-    assert sizes[two[1] - 1] > 0.3 * sizes[two[0] - 1], "the two largest air components inside the body are not two lungs"
+    assert sizes[two[1] - 1] > 0.3 * sizes[two[0] - 1], "the two largest air components in the body are not lungs"
     lungs = np.isin(labels, two)
     return np.stack([ndimage.binary_fill_holes(s) for s in lungs])
 
@@ -332,8 +332,9 @@ def test_refuses_non_empty_output_and_bad_arguments(tmp_path: Path) -> None:
     empty.mkdir()
     assert write_cohort(empty, subjects=1, seed=0, genes=50, matrix=64) == empty
     assert (empty / "cases.csv").is_file()
-    for bad, match in [(dict(matrix=32), "--matrix"), (dict(genes=10), "--genes"), (dict(na_fraction=0.7), "--na-fraction"),
-                       (dict(subjects=0), "--subjects"), (dict(fmt="dicom"), "--format")]:
+    for bad, match in [(dict(matrix=32), "--matrix"), (dict(genes=10), "--genes"),
+                       (dict(na_fraction=0.7), "--na-fraction"), (dict(subjects=0), "--subjects"),
+                       (dict(fmt="dicom"), "--format")]:
         with pytest.raises(ValueError, match=match):
             write_cohort(tmp_path / "x", **{"subjects": 1, "seed": 0, **bad})
     assert not (tmp_path / "x").exists()
