@@ -11,7 +11,7 @@ import time
 from .config import ConfigError, dump_yaml, load_config
 
 # Stages that live outside the core library register their own subcommand (module:function).
-EXTERNAL_COMMANDS: list[str] = ["data_prep.prep:register_cli", "ray_jobs.train:register_cli"]
+EXTERNAL_COMMANDS: list[str] = ["data_prep.cohort:register_cli", "data_prep.prep:register_cli", "ray_jobs.train:register_cli"]
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:

@@ -49,14 +49,15 @@ class DataConfig:
 
     image_size: int = 128
     """Side of the square 2D slices in pixels (paper: VOIs resampled to 128x128)."""
-    n_genes: int = 5172
-    """Length of the gene-expression vector (paper: 5172 genes without NA)."""
+    n_genes: int | None = 5172
+    """Length of the gene-expression vector (paper: 5172 genes without NA); null = the count of the prepared
+    dataset, filled in by `radiogen train` (commands without a dataset need a number)."""
     gene_norm: Literal["raw", "log_zscore"] = "log_zscore"
     """raw: expression used as given; log_zscore: log2(x+1), then z-score fitted on the training split."""
 
     def __post_init__(self) -> None:
         _require(self.image_size >= 8, "image_size", f"must be >= 8 pixels, got {self.image_size}")
-        _require(self.n_genes >= 1, "n_genes", f"must be >= 1, got {self.n_genes}")
+        _require(self.n_genes is None or self.n_genes >= 1, "n_genes", f"must be >= 1 or null, got {self.n_genes}")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -116,6 +116,7 @@ def train_loop_per_worker(config: dict) -> None:
 def run_ray(settings: RunSettings, args: argparse.Namespace, run_name: str, files: list[str], shuffle: bool) -> None:
     import ray
     from ray.data import ExecutionOptions
+    from ray.data.expressions import col
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -125,7 +126,8 @@ def run_ray(settings: RunSettings, args: argparse.Namespace, run_name: str, file
 
     def train_part(kind: str) -> ray.data.Dataset:
         # Materialised once; the shuffle after it is redone every epoch (a fresh order per epoch).
-        part = rows.filter(expr=f"split == 'train' and kind == '{kind}'").select_columns(list(ROW_COLUMNS)).materialize()
+        wanted = (col("split") == "train") & (col("kind") == kind)
+        part = rows.filter(expr=wanted).select_columns(list(ROW_COLUMNS)).materialize()
         return part.random_shuffle() if shuffle else part
 
     options = ExecutionOptions(preserve_order=not shuffle)
@@ -159,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         data = Path(args.data).resolve()
         manifest = schema.read_manifest(data)
         check_compatible(manifest, cfg.data)
+        if cfg.data.n_genes is None:  # the config asks to follow the dataset
+            cfg = replace(cfg, data=replace(cfg.data, n_genes=len(manifest["gene_names"])))
         run_name = args.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if not RUN_NAME.fullmatch(run_name):
             raise ConfigError(f"--name {run_name!r}: use letters, digits, '.', '_' and '-' only")

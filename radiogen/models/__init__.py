@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import ExperimentConfig
+from ..config import ConfigError, ExperimentConfig
 from .discriminator import Discriminator, DiscriminatorOutput
 from .generator import GeneratorOutput, MultiConditionalGenerator
 from .mcgan import MCGANGenerator
@@ -14,6 +14,9 @@ GENERATORS = {"proposed": MultiConditionalGenerator, "mcgan": MCGANGenerator}
 
 
 def build_generator(cfg: ExperimentConfig) -> nn.Module:
+    if cfg.data.n_genes is None:
+        raise ConfigError("data.n_genes is null (= taken from a prepared dataset); without a dataset give a number, "
+                         "e.g. --set data.n_genes=64")
     return GENERATORS[cfg.generator.arch](cfg.generator, cfg.data.image_size, cfg.data.n_genes)
 
 

@@ -1,0 +1,229 @@
+"""Training end to end on real services: a real local Ray cluster, a real MLflow server, real parquet data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import free_port
+from .helpers import REPO
+
+TINY = str(REPO / "ablations" / "tiny.yaml")
+
+
+@pytest.fixture(scope="session")
+def prepared(synthetic_cohort, ray_cluster, tmp_path_factory) -> Path:
+    """The synthetic cohort through the real `radiogen prep` at 32x32 (the tiny config's size)."""
+    from radiogen.cli import main
+
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    assert main(["prep", "--cases", str(synthetic_cohort / "cases.csv"), "--genes", str(synthetic_cohort / "genes.tsv"),
+                 "--out", str(out), "--image-size", "32", "--bg-vois", "2", "--bg-slices", "8",
+                 "--split", "0.67,0.33,0"]) == 0
+    return out
+
+
+def n_genes(data: Path) -> int:
+    return len(json.loads((data / "manifest.json").read_text())["gene_names"])
+
+
+def train(data: Path, runs: Path, uri: str, *extra: str, name: str, steps: int = 12) -> int:
+    """The `ray_jobs.train` entry point in this process, on the session's Ray cluster."""
+    from ray_jobs.train import main
+
+    args = ["--config", TINY, "--data", str(data), "--runs-dir", str(runs), "--name", name, "--max-steps", str(steps),
+            "--set", f"data.n_genes={n_genes(data)}", "--set", "train.batch_size=4", "--log-every", "2",
+            "--val-every", "6", "--checkpoint-every", "6", "--val-size", "8", *extra]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        return main(args)
+
+
+def run_of(uri: str, name: str):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("radiogen")
+    runs = client.search_runs([exp.experiment_id], f"tags.`radiogen.run_name` = '{name}'")
+    assert len(runs) == 1, f"expected exactly one MLflow run named {name}, found {len(runs)}"
+    return client, runs[0]
+
+
+def steps_of(client, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_local_run_is_fully_tracked(prepared, mlflow_server, tmp_path):
+    assert train(prepared, tmp_path, mlflow_server, "--local", name="local-tracked") == 0
+    client, run = run_of(mlflow_server, "local-tracked")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["generator.code_dim"] == "16" and run.data.params["loss.lambda_l1"] == "100.0"
+    assert run.data.tags["radiogen.ablation"] == "tiny" and len(run.data.tags["radiogen.dataset_fingerprint"]) == 16
+    assert run.data.tags["radiogen.code_version"]
+    for key in ("loss/D/ISG", "loss/G/I", "loss/G/l1", "grad_norm/G", "perf/images_per_s", "perf/data_wait_fraction"):
+        assert steps_of(client, run.info.run_id, key) == [2, 4, 6, 8, 10, 12], key
+    assert steps_of(client, run.info.run_id, "val/l1_background") == [6, 12]
+    assert "val/frechet_radiomic" in run.data.metrics
+    figures = [a.path for a in client.list_artifacts(run.info.run_id, "figures")]
+    assert figures == ["figures/fig2_step0000006.png", "figures/fig2_step0000012.png"]
+    assert "generator_ema_config.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    models = client.search_logged_models([run.info.experiment_id], f"source_run_id = '{run.info.run_id}'")
+    assert [m.name for m in models] == ["generator_ema"]  # MLflow 3: a logged model linked to the run
+    # The metrics are also kept next to the last checkpoint.
+    ckpt = sorted((tmp_path / "local-tracked" / "checkpoints").glob("step_*"))[-1]
+    lines = [json.loads(x) for x in (ckpt / "metrics.jsonl").read_text().splitlines()]
+    assert ckpt.name == "step_00000012" and [r["step"] for r in lines if "loss/G/l1" in r["metrics"]] == [2, 4, 6, 8, 10, 12]
+
+
+def test_logged_model_loads_and_generates(prepared, mlflow_server, tmp_path):
+    import mlflow.pytorch
+    import torch
+
+    assert train(prepared, tmp_path, mlflow_server, "--local", name="local-model", steps=4) == 0
+    _, run = run_of(mlflow_server, "local-model")
+    mlflow.set_tracking_uri(mlflow_server)
+    G = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/generator_ema")
+    out = G(torch.zeros(2, 1, 32, 32), torch.zeros(2, n_genes(prepared)))
+    assert out.image.shape == (2, 1, 32, 32)
+
+
+def test_two_worker_ray_training_finishes_and_logs(prepared, mlflow_server, tmp_path):
+    assert train(prepared, tmp_path, mlflow_server, "--num-workers", "2", "--cpus-per-worker", "0.5", name="ray-2w") == 0
+    client, run = run_of(mlflow_server, "ray-2w")
+    assert run.info.status == "FINISHED" and run.data.params["run.num_workers"] == "2"
+    assert steps_of(client, run.info.run_id, "loss/G/total") == [2, 4, 6, 8, 10, 12]
+    # images/s counts both workers' batches (2 x 4 per step).
+    assert run.data.metrics["perf/images_per_s"] > 0
+
+
+def test_worker_failure_resumes_from_checkpoint_in_the_same_run(prepared, mlflow_server, tmp_path):
+    assert train(prepared, tmp_path, mlflow_server, "--num-workers", "2", "--cpus-per-worker", "0.5",
+                 "--fail-at-step", "9", name="ray-fail", steps=18) == 0
+    assert (tmp_path / "ray-fail" / ".injected_failure").exists()  # the failure really happened
+    client, run = run_of(mlflow_server, "ray-fail")
+    assert run.info.status == "FINISHED"
+    for key in ("loss/G/total", "loss/D/total", "perf/images_per_s"):
+        assert steps_of(client, run.info.run_id, key) == list(range(2, 19, 2)), key  # none missing, none twice
+    assert steps_of(client, run.info.run_id, "val/l1_background") == [6, 12, 18]
+
+
+def test_local_and_single_ray_worker_give_the_same_losses(prepared, mlflow_server, tmp_path):
+    """With file order (--no-shuffle) both paths see the same batches, the same seeds and the same step
+    function, so they must produce the same losses. With shuffling they differ only because Ray Data's
+    shuffle and the local numpy permutation draw different orders. A Ray worker with one CPU runs torch on
+    one thread, so the local run does too: a different thread count changes float summation order."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert train(prepared, tmp_path, mlflow_server, "--no-shuffle", "--local", name="same-local", steps=6) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert train(prepared, tmp_path, mlflow_server, "--no-shuffle", "--num-workers", "1", name="same-ray", steps=6) == 0
+    client, local = run_of(mlflow_server, "same-local")
+    _, ray_run = run_of(mlflow_server, "same-ray")
+    for key in ("loss/D/total", "loss/G/total", "loss/G/l1"):
+        a = [m.value for m in sorted(client.get_metric_history(local.info.run_id, key), key=lambda m: m.step)]
+        b = [m.value for m in sorted(client.get_metric_history(ray_run.info.run_id, key), key=lambda m: m.step)]
+        assert len(a) == 3 and a == pytest.approx(b, rel=1e-6, abs=1e-7), key
+
+
+def test_unreachable_tracking_server_fails_fast(prepared, tmp_path, capsys):
+    start = time.time()
+    assert train(prepared, tmp_path, f"http://127.0.0.1:{free_port()}", "--local", name="no-server") == 2
+    assert time.time() - start < 60
+    err = capsys.readouterr().err
+    assert "MLflow tracking server http://127.0.0.1:" in err and "is unreachable" in err
+
+
+def test_config_and_dataset_mismatch_is_explained(prepared, mlflow_server, tmp_path):
+    cmd = [sys.executable, "-m", "ray_jobs.train", "--config", TINY, "--data", str(prepared), "--local",
+           "--runs-dir", str(tmp_path)]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_server})
+    assert res.returncode == 2 and f"use --set data.n_genes={n_genes(prepared)}" in res.stderr
+
+
+def test_ray_job_submit_reaches_succeeded(prepared, mlflow_server, tmp_path):
+    """`ray job submit` against a real Ray head started here on loopback (and stopped by its own process,
+    never with `ray stop`, which would kill every Ray cluster on the machine)."""
+    import signal
+    import urllib.error
+    import urllib.request
+
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    temp = Path("/tmp") / f"rg-ray-{os.getpid()}"  # short: Ray's socket paths have a length limit
+    gcs, dash = free_port(), free_port()
+    # Every port of its own: the session's Ray cluster already holds the default agent ports.
+    ports = []
+    for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+                 "--runtime-env-agent-port", "--ray-client-server-port"):
+        ports += [flag, str(free_port())]
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.Popen([ray_bin, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
+                             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2",
+                             "--temp-dir", str(temp), "--disable-usage-stats", *ports], env=env, start_new_session=True,
+                            stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT)
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.time() + 180
+        while True:  # the job API answers once the dashboard is up (401 without the token is an answer too)
+            try:
+                with urllib.request.urlopen(f"{address}/api/version", timeout=2):
+                    break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                assert head.poll() is None and time.time() < deadline, (tmp_path / "head.log").read_text()[-3000:]
+                time.sleep(1)
+        entry = (f"{shlex.quote(sys.executable)} -m ray_jobs.train --config {shlex.quote(TINY)} "
+                 f"--data {shlex.quote(str(prepared))} --runs-dir {shlex.quote(str(tmp_path))} --name submitted "
+                 f"--max-steps 4 --set data.n_genes={n_genes(prepared)} --set train.batch_size=4 "
+                 f"--log-every 2 --checkpoint-every 4 --val-every 4 --cpus-per-worker 0.5")
+        runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": mlflow_server, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}
+        for _ in range(40):  # the head's job agent comes up a little after the dashboard
+            res = subprocess.run([ray_bin, "job", "submit", "--address", address, "--submission-id", "radiogen-test",
+                                  "--runtime-env-json", json.dumps(runtime_env), "--", *shlex.split(entry)],
+                                 cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+            if "No available agent" not in res.stderr:
+                break
+            time.sleep(3)
+        status = subprocess.run([ray_bin, "job", "status", "--address", address, "radiogen-test"],
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert "Job 'radiogen-test' succeeded" in status.stdout, res.stdout[-3000:] + res.stderr[-3000:] + status.stdout
+        client, run = run_of(mlflow_server, "submitted")
+        assert steps_of(client, run.info.run_id, "loss/G/total") == [2, 4]
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+
+
+def test_kuberay_manifest_and_runtime_env_point_at_real_entry_points():
+    from ray_jobs.train import add_arguments
+
+    import argparse
+
+    docs = list(yaml.safe_load_all((REPO / "ray_jobs" / "kuberay-rayjob.yaml").read_text()))
+    assert len(docs) == 1 and docs[0]["kind"] == "RayJob" and docs[0]["apiVersion"] == "ray.io/v1"
+    entry = shlex.split(docs[0]["spec"]["entrypoint"])
+    assert entry[:3] == ["python", "-m", "ray_jobs.train"]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(entry[3:])  # every flag in the manifest is a real flag
+    assert (REPO / args.config).is_file() and args.gpu and args.num_workers == 2
+    assert docs[0]["spec"]["rayClusterSpec"]["rayVersion"] == "2.60.0"
+    assert yaml.safe_load(docs[0]["spec"]["runtimeEnvYAML"])["env_vars"]["MLFLOW_TRACKING_URI"].startswith("http")
+    env = yaml.safe_load((REPO / "ray_jobs" / "runtime_env.yaml").read_text())
+    assert env["working_dir"] == "." and ".venv/" in env["excludes"]
