@@ -74,4 +74,5 @@ def test_readme_gives_exactly_the_two_commands_and_ci_runs_the_test_one():
 def test_readme_demo_command_runs():
     res = subprocess.run(["make", "demo"], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "background L1" in res.stdout
+    assert "prep: 12 subjects ok" in res.stdout
+    assert re.search(r"run tiny-\S+ finished; open the tracking UI with: mlflow ui", res.stdout)
