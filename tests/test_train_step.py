@@ -59,3 +59,29 @@ def test_discriminator_step_does_not_touch_generator_and_ema_follows_g():
     for e0, e1, g1 in zip(ema_before, state.G_ema.parameters(), state.G.parameters()):
         torch.testing.assert_close(e1, 0.5 * e0 + 0.5 * g1)
     assert all(p.requires_grad for p in state.D.parameters())  # D left trainable for the next D step
+
+
+def test_step_has_no_host_syncs(monkeypatch):
+    """The step never pulls a value to the host (.item(), .cpu(), .tolist(), .numpy(), bool(tensor)):
+    on a GPU each of those would stall the CUDA stream. Checked on CPU by making them raise. Adam reads
+    its step counter with .item(); torch keeps that counter on the CPU on purpose, so it is exempt."""
+    import sys
+
+    cfg = tiny(generator={"arch": "mcgan"}, optim={"grad_clip": 1.0})
+    state = build_training(cfg)
+    batch, _ = toy_batch(8, cfg.data.image_size, cfg.data.n_genes)
+
+    def forbidden(name):
+        original = getattr(torch.Tensor, name)
+
+        def check(*args, **kwargs):
+            if "torch/optim/" in sys._getframe(1).f_code.co_filename:
+                return original(*args, **kwargs)
+            raise AssertionError(f"train_step called Tensor.{name}, a host sync")
+        return check
+
+    for name in ("item", "cpu", "tolist", "numpy", "__bool__"):
+        monkeypatch.setattr(torch.Tensor, name, forbidden(name))
+    metrics = train_step(state, batch)
+    monkeypatch.undo()
+    assert all(torch.isfinite(v) for v in metrics.values())
