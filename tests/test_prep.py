@@ -235,7 +235,8 @@ def test_killed_run_leaves_previous_dataset(phantom_cohort: Path, tmp_path: Path
     deadline = time.time() + 60
 
     def state() -> dict[str, int]:
-        return {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+        # A subject is finished when its .json entry (written last, by rename) changes; temp files do not count.
+        return {p.name: p.stat().st_mtime_ns for p in cache.glob("*.json")}
 
     seen = state()
     while time.time() < deadline and proc.poll() is None:
