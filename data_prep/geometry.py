@@ -15,8 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from data_prep.readers import SubjectError
-
 # Lung segmentation (DESIGN §4 D): air-like voxels below this HU inside the body are lung.
 LUNG_HU = -320.0
 # Lungs are segmented on a grid of about this spacing (integer shrink factors): background
