@@ -19,7 +19,7 @@ import torch
 from . import schema
 from .batch import Batch, mismatch_index
 from .config import DataConfig
-from .genes import apply_gene_stats
+from .genes import GeneStats, apply_gene_stats
 
 ROW_COLUMNS = ("subject_id", "image", "mask")
 
@@ -39,14 +39,20 @@ def check_compatible(manifest: dict, data: DataConfig) -> None:
 
 
 class GeneLookup:
-    """Normalised gene vectors by subject id: the per-subject gene table joined on the worker."""
+    """Normalised gene vectors by subject id: the per-subject gene table joined on the worker.
 
-    def __init__(self, root: str | Path, data: DataConfig):
-        manifest = schema.read_manifest(root)
+    Built from plain data (raw values + fitted statistics) so it can be shipped to Ray workers;
+    `from_dataset` reads both from a prepared dataset.
+    """
+
+    def __init__(self, subject_ids: list[str], raw_values: np.ndarray, stats: GeneStats):
+        self.index = {sid: i for i, sid in enumerate(subject_ids)}
+        self.values = torch.from_numpy(apply_gene_stats(stats, np.asarray(raw_values)))
+
+    @classmethod
+    def from_dataset(cls, root: str | Path, data: DataConfig) -> "GeneLookup":
         matrix = schema.read_genes(root)
-        stats = schema.gene_stats(manifest, data.gene_norm)
-        self.index = {sid: i for i, sid in enumerate(matrix.subject_ids)}
-        self.values = torch.from_numpy(apply_gene_stats(stats, matrix.values))
+        return cls(matrix.subject_ids, matrix.values, schema.gene_stats(schema.read_manifest(root), data.gene_norm))
 
     def __call__(self, subject_ids: list[str]) -> torch.Tensor:
         try:
@@ -82,17 +88,24 @@ class MismatchPool:
     def __init__(self, subject_ids: list[str], masks: torch.Tensor, capacity: int = 512):
         if len(set(subject_ids)) < 2:
             raise DatasetMismatch("the mismatch pool needs nodule rows of at least 2 training subjects")
-        self.capacity = capacity
-        self.ids, self.masks = list(subject_ids)[-capacity:], masks[-capacity:].clone()
+        n = min(len(subject_ids), capacity)
+        # A fixed ring buffer: adding a batch writes B rows in place (no copy of the whole pool per step).
+        self.ids: list[str] = list(subject_ids)[-n:] + [""] * (capacity - n)
+        self.masks = torch.zeros(capacity, *masks.shape[1:])
+        self.masks[:n] = masks[-n:]
+        self.size, self.next = n, n % capacity
 
     def add(self, subject_ids: list[str], masks: torch.Tensor) -> None:
-        self.ids = (self.ids + list(subject_ids))[-self.capacity:]
-        self.masks = torch.cat([self.masks, masks])[-self.capacity:]
+        capacity = len(self.ids)
+        for sid, mask in zip(subject_ids, masks):
+            self.ids[self.next], self.masks[self.next] = sid, mask
+            self.next = (self.next + 1) % capacity
+            self.size = min(self.size + 1, capacity)
 
     def draw(self, subject_id: str, generator: torch.Generator) -> tuple[str, torch.Tensor]:
-        others = [i for i, s in enumerate(self.ids) if s != subject_id]
+        others = [i for i in range(self.size) if self.ids[i] != subject_id]
         pick = others[int(torch.randint(len(others), (1,), generator=generator))]
-        return self.ids[pick], self.masks[pick]
+        return self.ids[pick], self.masks[pick].clone()
 
 
 def assemble_batch(nodules: dict[str, np.ndarray], backgrounds: dict[str, np.ndarray], genes: GeneLookup,
@@ -116,15 +129,19 @@ def assemble_batch(nodules: dict[str, np.ndarray], backgrounds: dict[str, np.nda
 
 
 def pool_records(root: str | Path, per_subject: int = 4, max_subjects: int = 64) -> dict[str, np.ndarray]:
-    """A few training nodule rows of several subjects: the seed of a MismatchPool."""
-    records = read_records(root, "train", "nodule")
+    """A few training nodule rows of several subjects: the seed of a MismatchPool (reads only those rows)."""
+    dataset = schema.open_dataset(root)
+    filt = (pc.field("split") == "train") & (pc.field("kind") == "nodule")
+    ids = dataset.to_table(columns=["subject_id"], filter=filt).column("subject_id").to_pylist()
     taken: dict[str, int] = {}
     keep = []
-    for i, s in enumerate(records["subject_id"]):
+    for i, s in enumerate(ids):
         if taken.get(s, 0) < per_subject and (s in taken or len(taken) < max_subjects):
             taken[s] = taken.get(s, 0) + 1
             keep.append(i)
-    return {c: v[keep] for c, v in records.items()}
+    table = dataset.to_table(columns=list(ROW_COLUMNS), filter=filt) if not keep else \
+        dataset.take(keep, columns=list(ROW_COLUMNS), filter=filt)
+    return {c: table.column(c).to_numpy(zero_copy_only=False) for c in ROW_COLUMNS}
 
 
 def _cycle(make: callable) -> Iterator[dict[str, np.ndarray]]:
@@ -151,10 +168,12 @@ def paired_batches(nodule_epoch: callable, background_round: callable, epoch: in
 
 def read_records(root: str | Path, split: str, kind: str, limit: int | None = None) -> dict[str, np.ndarray]:
     """The (subject_id, image, mask) records of one split and kind, in file order, as numpy columns."""
+    dataset = schema.open_dataset(root)
     filt = (pc.field("split") == split) & (pc.field("kind") == kind)
-    table = schema.open_dataset(root).to_table(columns=list(ROW_COLUMNS), filter=filt)
-    if limit is not None:
-        table = table.slice(0, limit)
+    if limit is None:
+        table = dataset.to_table(columns=list(ROW_COLUMNS), filter=filt)
+    else:
+        table = dataset.head(limit, columns=list(ROW_COLUMNS), filter=filt)
     return {c: table.column(c).to_numpy(zero_copy_only=False) for c in ROW_COLUMNS}
 
 

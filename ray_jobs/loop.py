@@ -28,7 +28,7 @@ from radiogen.checkpoint import load_checkpoint, save_checkpoint
 from radiogen.config import ExperimentConfig, from_dict, to_dict
 from radiogen.data import GeneLookup, MismatchPool, assemble_batch, decode_pairs
 from radiogen.figures import fig2_grid, save_figure
-from radiogen.genes import apply_gene_stats
+from radiogen.genes import GeneStats
 from radiogen.metrics import background_l1, realism_report
 from radiogen.train_step import TrainState, build_training, train_step
 
@@ -72,17 +72,6 @@ class Session(Protocol):
     def commit(self, checkpoint_dir: Path | None, step: int, metrics: dict[str, float]) -> None: ...
 
 
-class GeneTable(GeneLookup):
-    """GeneLookup built from the plain data in RunSettings (no file access on the worker)."""
-
-    def __init__(self, genes: dict[str, Any]):  # noqa: D107 - the parent reads files; this one does not
-        from radiogen.genes import GeneStats
-
-        self.index = {sid: i for i, sid in enumerate(genes["subject_ids"])}
-        stats = GeneStats.from_dict(genes["stats"])
-        self.values = torch.from_numpy(apply_gene_stats(stats, np.asarray(genes["values"])))
-
-
 class MetricWindow:
     """Sums step metrics on the device (no sync per step); `.flush()` syncs once per log interval."""
 
@@ -110,7 +99,7 @@ def seed_for(seed: int, rank: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 7_919 + step) % 2**63
 
 
-def validate(state: TrainState, settings: RunSettings, genes: GeneTable, step: int, figure_dir: Path) -> tuple[dict[str, float], Path]:
+def validate(state: TrainState, settings: RunSettings, genes: GeneLookup, step: int, figure_dir: Path) -> tuple[dict[str, float], Path]:
     """Background L1 and radiomic realism of the EMA generator on the validation pairs, plus a Fig. 2."""
     cfg, size = state.cfg, state.cfg.data.image_size
     _, image, mask, g, background = decode_pairs(settings.validation["nodules"], settings.validation["backgrounds"],
@@ -137,7 +126,8 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
     cfg: ExperimentConfig = from_dict(ExperimentConfig, settings.config)
     t, rank0 = cfg.train, session.rank == 0
     images_per_step = t.batch_size * session.world_size
-    genes = GeneTable(settings.genes)
+    genes = GeneLookup(settings.genes["subject_ids"], settings.genes["values"],
+                       GeneStats.from_dict(settings.genes["stats"]))
 
     # Setup: a fresh model, or everything back from the last committed checkpoint.
     torch.manual_seed(t.seed)  # identical initial weights on every rank

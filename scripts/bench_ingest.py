@@ -51,7 +51,7 @@ def main() -> None:
     files = schema.slice_files(args.data, manifest)
     table = pq.read_table(files)
     rows = table.num_rows
-    genes = GeneLookup(args.data, DataConfig(image_size=size, n_genes=n_genes, gene_norm="raw"))
+    genes = GeneLookup.from_dataset(args.data, DataConfig(image_size=size, n_genes=n_genes, gene_norm="raw"))
 
     def pyarrow_epoch() -> None:
         t = pq.read_table(files, columns=["subject_id", "image", "mask"])

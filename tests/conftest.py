@@ -96,3 +96,15 @@ def mlflow_server(tmp_path_factory):
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def prepared(synthetic_cohort, ray_cluster, tmp_path_factory) -> Path:
+    """The synthetic cohort through the real `radiogen prep` at 32x32 (the tiny config's size)."""
+    from radiogen.cli import main
+
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    assert main(["prep", "--cases", str(synthetic_cohort / "cases.csv"), "--genes", str(synthetic_cohort / "genes.tsv"),
+                 "--out", str(out), "--image-size", "32", "--bg-vois", "2", "--bg-slices", "8",
+                 "--split", "0.67,0.33,0"]) == 0
+    return out
