@@ -150,7 +150,7 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
         print(f"training {cfg.name}: {session.world_size} worker(s) on {session.device}, batch {t.batch_size} "
               f"per worker, steps {state.step} -> {t.max_steps}")
 
-    def send_unsent() -> int:
+    def send_unsent() -> None:
         """Push committed records the tracker has not acknowledged; they stay in metrics.jsonl anyway."""
         nonlocal sent
         unsent = [r for r in records if r["step"] > sent]
@@ -160,7 +160,6 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
                 sent = unsent[-1]["step"]
             except Exception as err:  # noqa: BLE001 - the tracker must never stop training
                 print(f"tracking: {len(unsent)} metric records not sent yet ({err}); they are kept in {METRICS_FILE}")
-        return sent
 
     def commit() -> None:
         ckpt = None
