@@ -30,10 +30,6 @@ class Batch:
 
         return Batch(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
-    @property
-    def size(self) -> int:
-        return self.image.shape[0]
-
 
 def mismatch_index(subject_ids: list[str], generator: torch.Generator | None = None,
                    allow_missing: bool = False) -> torch.Tensor:

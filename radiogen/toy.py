@@ -8,7 +8,6 @@ losses learn at all before any data is prepared.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -54,8 +53,3 @@ def toy_batch(batch_size: int, image_size: int, n_genes: int, seed: int = 0) -> 
                   mask_mismatch=mask[other], genes_mismatch=genes[other])
     return batch, subjects
 
-
-def program_values(seed: int, batch_size: int) -> np.ndarray:
-    """The latent programs (B, 2) behind toy_batch(seed) - the ground truth for tests."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch_size, 2, generator=g).numpy()

@@ -43,7 +43,7 @@ class LocalSession:
         target = self.checkpoints / checkpoint_dir.name
         staging = self.checkpoints / f".{checkpoint_dir.name}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(checkpoint_dir, staging)
+        shutil.move(checkpoint_dir, staging)  # a rename when scratch and runs share a filesystem
         os.replace(staging, target)  # a directory appears complete or not at all
         for old in sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)

@@ -76,6 +76,9 @@ class MetricWindow:
     """Sums step metrics on the device (no sync per step); `.flush()` syncs once per log interval."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.steps, self.wait, self.start = 0, 0.0, time.perf_counter()
 
@@ -90,7 +93,7 @@ class MetricWindow:
         out = {k: v.item() / self.steps for k, v in self.sums.items()}
         out["perf/images_per_s"] = self.steps * images_per_step / elapsed
         out["perf/data_wait_fraction"] = self.wait / elapsed
-        self.__init__()
+        self.reset()
         return out
 
 
@@ -99,11 +102,13 @@ def seed_for(seed: int, rank: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 7_919 + step) % 2**63
 
 
-def validate(state: TrainState, settings: RunSettings, genes: GeneLookup, step: int, figure_dir: Path) -> tuple[dict[str, float], Path]:
-    """Background L1 and radiomic realism of the EMA generator on the validation pairs, plus a Fig. 2."""
-    cfg, size = state.cfg, state.cfg.data.image_size
-    _, image, mask, g, background = decode_pairs(settings.validation["nodules"], settings.validation["backgrounds"],
-                                                 genes, size)
+def validate(state: TrainState, pairs: tuple, step: int, figure_dir: Path) -> tuple[dict[str, float], Path]:
+    """Background L1 and radiomic realism of the EMA generator on the validation pairs, plus a Fig. 2.
+
+    `pairs` is `decode_pairs` of the validation records, decoded once per run.
+    """
+    cfg = state.cfg
+    _, image, mask, g, background = pairs
     with torch.no_grad():
         torch.manual_seed(cfg.train.seed)  # the same noise at every validation
         out = state.G_ema(background.to(state.device), g.to(state.device))
@@ -181,6 +186,8 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
     mismatch_rng = torch.Generator()
     pool_masks = torch.from_numpy(schema.decode_masks(settings.pool["mask"], cfg.data.image_size).astype(np.float32))
     pool = MismatchPool([str(s) for s in settings.pool["subject_id"]], pool_masks[:, None])
+    val_pairs = decode_pairs(settings.validation["nodules"], settings.validation["backgrounds"], genes,
+                             cfg.data.image_size) if rank0 and settings.validation else None
     while state.step < t.max_steps:
         batches, stepped = session.epoch_batches(epoch, t.batch_size), False
         while state.step < t.max_steps:
@@ -203,8 +210,8 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
             step = state.step
             if step % settings.log_every == 0 or step == t.max_steps:
                 pending.append({"step": step, "metrics": window.flush(images_per_step)})
-            if rank0 and settings.validation and (step % settings.val_every == 0 or step == t.max_steps):
-                val, figure = validate(state, settings, genes, step, scratch / "figures")
+            if val_pairs is not None and (step % settings.val_every == 0 or step == t.max_steps):
+                val, figure = validate(state, val_pairs, step, scratch / "figures")
                 pending.append({"step": step, "metrics": val})
                 try:
                     tracker.log_artifact(figure, "figures")  # named by step: a re-run overwrites, never duplicates

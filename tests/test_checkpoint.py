@@ -67,8 +67,13 @@ def test_wrong_format_version_is_refused(tmp_path):
 
 def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
     state = build_training(tiny())
-    save_checkpoint(tmp_path / "ckpt.pt", state)
-    save_checkpoint(tmp_path / "ckpt.pt", state)  # overwrite in place
+    path = save_checkpoint(tmp_path / "ckpt.pt", state)
+    save_checkpoint(path, state)  # overwrite in place
+    before = path.read_bytes()
+    state.step = 99
+    with pytest.raises(Exception):  # a save that fails midway (a lambda cannot be pickled) ...
+        save_checkpoint(path, state, extra={"bad": lambda: 0})
+    assert path.read_bytes() == before  # ... leaves the previous checkpoint untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
 
 

@@ -88,8 +88,7 @@ def test_two_worker_ray_training_finishes_and_logs(prepared, mlflow_server, tmp_
     client, run = run_of(mlflow_server, "ray-2w")
     assert run.info.status == "FINISHED" and run.data.params["run.num_workers"] == "2"
     assert steps_of(client, run.info.run_id, "loss/G/total") == [2, 4, 6, 8, 10, 12]
-    # images/s counts both workers' batches (2 x 4 per step).
-    assert run.data.metrics["perf/images_per_s"] > 0
+    assert run.data.metrics["perf/images_per_s"] > 0 and 0 <= run.data.metrics["perf/data_wait_fraction"] < 1
 
 
 def test_worker_failure_resumes_from_checkpoint_in_the_same_run(prepared, mlflow_server, tmp_path):

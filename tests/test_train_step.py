@@ -16,6 +16,7 @@ def test_tiny_training_lowers_background_l1_and_stays_finite(arch):
     cfg = tiny(generator={"arch": arch})
     torch.manual_seed(0)
     state = build_training(cfg)
+    ema_start = [p.clone() for p in state.G_ema.parameters()]
     batch, _ = toy_batch(8, cfg.data.image_size, cfg.data.n_genes, seed=0)
     history = [train_step(state, batch) for _ in range(300)]
     for metrics in history:
@@ -25,6 +26,7 @@ def test_tiny_training_lowers_background_l1_and_stays_finite(arch):
     assert state.step == 300
     # Both players' gradients were computed every step, and the EMA moved away from its start.
     assert all(m["grad_norm/D"] > 0 and m["grad_norm/G"] > 0 for m in history)
+    assert any(not torch.equal(a, b) for a, b in zip(ema_start, state.G_ema.parameters()))
 
 
 def test_step_returns_every_term_as_device_tensors():
