@@ -243,6 +243,8 @@ def _describe(tp: Any) -> str:
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
+_YAML_BOOLS = {"on": True, "yes": True, "y": True, "true": True,
+               "off": False, "no": False, "n": False, "false": False}
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -251,7 +253,13 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return from_dict(tp, value, key)
     origin = typing.get_origin(tp)
     if origin is Literal:
-        if value in typing.get_args(tp) and type(value) is type(typing.get_args(tp)[0]):
+        choices = typing.get_args(tp)
+        # YAML 1.1 reads on/off/yes/no as booleans; an enum that has such a word means the word.
+        if isinstance(value, bool):
+            words = [c for c in choices if isinstance(c, str) and _YAML_BOOLS.get(c.lower()) is value]
+            if len(words) == 1:
+                return words[0]
+        if value in choices and type(value) is type(choices[0]):
             return value
     elif origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)

@@ -96,3 +96,40 @@ def test_extends_merges_and_detects_loops(tmp_path):
 def test_yaml_is_loaded_safely(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "name: !!python/object/apply:os.system ['true']\n"))
+
+
+def _enum_fields() -> list[tuple[str, str, str]]:
+    """(section, field, value) for every value of every enum (Literal) field of every config slice."""
+    import dataclasses
+    import typing
+
+    out = []
+    for section, cls in typing.get_type_hints(ExperimentConfig).items():
+        if not dataclasses.is_dataclass(cls):
+            continue
+        for name, tp in typing.get_type_hints(cls).items():
+            if typing.get_origin(tp) is typing.Literal:
+                out += [(section, name, value) for value in typing.get_args(tp)]
+    return out
+
+
+ENUMS = _enum_fields()
+
+
+def test_enum_fields_are_found():
+    assert ("generator", "adain", "off") in ENUMS and ("generator", "fusion", "paper") in ENUMS
+    assert len({(s, f) for s, f, _ in ENUMS}) >= 6
+
+
+@pytest.mark.parametrize("section,key,value", ENUMS, ids=lambda x: str(x))
+def test_every_enum_value_is_accepted_from_yaml_text(tmp_path, section, key, value):
+    # Plain YAML scalars, as a user (or a sweep) writes them: `adain: off` is a YAML 1.1 boolean.
+    path = write(tmp_path, f"extends: {REPO / 'ablations' / 'tiny.yaml'}\n{section}:\n  {key}: {value}\n")
+    assert getattr(getattr(load_config(path), section), key) == value
+    assert getattr(getattr(load_config(REPO / "ablations" / "tiny.yaml", [f"{section}.{key}={value}"]), section),
+                   key) == value
+
+
+def test_yaml_boolean_is_not_taken_for_an_enum_without_that_word(tmp_path):
+    with pytest.raises(ConfigError, match="generator.fusion: must be one of"):
+        load_config(REPO / "ablations" / "tiny.yaml", ["generator.fusion=off"])
