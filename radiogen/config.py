@@ -196,7 +196,9 @@ class TrainConfig:
     seed: int = 0
     """Seed of weights, noise and data order."""
     ema_decay: float = 0.999
-    """Decay of the exponential moving average of G's weights used for evaluation and figures."""
+    """Decay of the exponential moving average of G's weights (G_ema: validation, figures, the logged model),
+    ramped up as min(ema_decay, (1 + step) / (10 + step)); 0 = G_ema is G. G_ema's BatchNorm statistics
+    are recomputed on recent training batches before each use, not copied from G."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """auto: bf16 autocast on CUDA, fp32 elsewhere; fp32; bf16: autocast to bfloat16 on any device."""
     channels_last: bool = False

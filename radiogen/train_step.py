@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -30,6 +31,14 @@ class TrainState:
     loss: GANLoss
     device: torch.device
     step: int = 0
+    recent: deque = field(default_factory=lambda: deque(maxlen=BN_BATCHES))
+    """(background, genes) of the last training batches: G_ema's BatchNorm statistics are computed on them."""
+    ema_bn_step: int = -1
+    """The step at which G_ema's BatchNorm statistics were last recomputed (-1 = never)."""
+
+
+# G_ema's BatchNorm statistics are recomputed on this many recent training batches before it is used.
+BN_BATCHES = 8
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -42,13 +51,65 @@ def requires_grad(model: nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
+def ema_decay_at(decay: float, step: int) -> float:
+    """EMA decay ramped up from 0.1 at step 0 to `decay`: min(decay, (1 + t) / (10 + t)).
+
+    A fixed 0.999 would keep 0.999**t of the random initial weights (82% after 200 steps); the
+    ramp makes a short run's G_ema an average of its recent generators instead.
+    """
+    return min(decay, (1 + step) / (10 + step))
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BN statistics) copied."""
+    """ema <- decay * ema + (1 - decay) * model for parameters. Buffers are left alone: BatchNorm
+    statistics of the live G do not fit the averaged weights; `refresh_ema_bn` recomputes them."""
     for p_ema, p in zip(ema.parameters(), model.parameters()):
         p_ema.lerp_(p.detach(), 1 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
+
+
+@contextlib.contextmanager
+def local_rng(seed: int, device: torch.device):
+    """Run a block on its own seeded RNG stream and restore the global one after it (training noise
+    must not depend on whether a validation or an evaluation happened in between)."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.no_grad()
+def recompute_bn_stats(model: nn.Module, inputs: list[tuple[torch.Tensor, torch.Tensor]], seed: int = 0) -> None:
+    """Reset every BatchNorm's running statistics and set them to the average over `inputs`
+    ((background, genes) batches) with `model`'s current weights (as torch.optim.swa_utils.update_bn
+    does for single-input models). The global RNG is left untouched."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or not inputs:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches, not an EMA of them
+    was_training = model.training
+    model.train()
+    with local_rng(seed, inputs[0][0].device):
+        for background, genes in inputs:
+            model(background, genes)
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+
+
+def refresh_ema_bn(state: "TrainState") -> None:
+    """Give G_ema BatchNorm statistics of its own weights, from the recent training batches; once per step.
+
+    Called before G_ema is validated, checkpointed or logged, so every G_ema a user sees is consistent.
+    """
+    if state.ema_bn_step == state.step or not state.recent:
+        return
+    recompute_bn_stats(state.G_ema, list(state.recent), seed=state.cfg.train.seed)
+    state.G_ema.eval()
+    state.ema_bn_step = state.step
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -122,7 +183,8 @@ def train_step(state: TrainState, batch: Batch) -> dict[str, torch.Tensor]:
     state.opt_G.step()
     requires_grad(D, True)
 
-    ema_update(state.G_ema, unwrap(G), state.cfg.train.ema_decay)
+    ema_update(state.G_ema, unwrap(G), ema_decay_at(state.cfg.train.ema_decay, state.step))
+    state.recent.append((batch.background, batch.genes))
     state.step += 1
     metrics = {**d_terms, **g_terms, "grad_norm/D": grad_norm_D, "grad_norm/G": grad_norm_G}
     return {k: v.detach() for k, v in metrics.items()}

@@ -30,7 +30,7 @@ from radiogen.data import GeneLookup, MismatchPool, assemble_batch, decode_pairs
 from radiogen.figures import fig2_grid, save_figure
 from radiogen.genes import GeneStats
 from radiogen.metrics import background_l1, realism_report
-from radiogen.train_step import TrainState, build_training, train_step
+from radiogen.train_step import TrainState, build_training, local_rng, refresh_ema_bn, train_step
 
 from .tracking import Tracker
 
@@ -109,8 +109,8 @@ def validate(state: TrainState, pairs: tuple, step: int, figure_dir: Path) -> tu
     """
     cfg = state.cfg
     _, image, mask, g, background = pairs
-    with torch.no_grad():
-        torch.manual_seed(cfg.train.seed)  # the same noise at every validation
+    refresh_ema_bn(state)
+    with torch.no_grad(), local_rng(cfg.train.seed, state.device):  # the same noise at every validation
         out = state.G_ema(background.to(state.device), g.to(state.device))
     fake_img, fake_mask = out.image.float().cpu().numpy()[:, 0], out.mask.float().cpu().numpy()[:, 0]
     real_img, real_mask = image.numpy()[:, 0], mask.numpy()[:, 0]
@@ -171,6 +171,7 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
         if rank0:
             records.extend(pending)
             ckpt = scratch / f"step_{state.step:08d}"
+            refresh_ema_bn(state)  # the checkpoint's G_ema carries statistics of its own weights
             save_checkpoint(ckpt / STATE_FILE, state, extra={"epoch": epoch, "run_id": settings.run_id})
             (ckpt / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
         pending.clear()

@@ -89,5 +89,5 @@ def test_ema_update_is_exact():
     ema_update(ema, model, 0.9)
     for p_old, p_ema, p in zip(before, ema.parameters(), model.parameters()):
         torch.testing.assert_close(p_ema, 0.9 * p_old + 0.1 * p)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        assert torch.equal(b_ema, b)
+    # BatchNorm statistics of the live model are not copied onto the averaged weights.
+    assert not any(torch.equal(b_ema, b) for b_ema, b in zip(ema.buffers(), model.buffers()) if b.dtype.is_floating_point)

@@ -58,8 +58,9 @@ def test_discriminator_step_does_not_touch_generator_and_ema_follows_g():
     ema_before = [p.clone() for p in state.G_ema.parameters()]
     batch, _ = toy_batch(8, cfg.data.image_size, cfg.data.n_genes)
     train_step(state, batch)
+    # Step 0 of the EMA ramp: decay min(0.5, 1/10) = 0.1.
     for e0, e1, g1 in zip(ema_before, state.G_ema.parameters(), state.G.parameters()):
-        torch.testing.assert_close(e1, 0.5 * e0 + 0.5 * g1)
+        torch.testing.assert_close(e1, 0.1 * e0 + 0.9 * g1)
     assert all(p.requires_grad for p in state.D.parameters())  # D left trainable for the next D step
 
 
