@@ -80,13 +80,19 @@ class GeneratorConfig:
     """Size of the gene code phi(g) (paper Fig. 4: 128); the baseline's conditioning-augmentation code."""
     noise_dim: int = 10
     """Size of the N(0, 1) noise concatenated with the code to form the style; 0 = no noise."""
-    fusion: Literal["paper", "concat", "additive"] = "paper"
-    """paper: weight-map gating with '+' (object*w, AdaIN) and '-' (background*(1-w)) paths;
-    concat: background and synthetic features concatenated and convolved (no weight map);
+    fusion: Literal["paper", "concat", "concat_all", "additive"] = "paper"
+    """paper: weight-map gating with '+' (object*w, AdaIN) and '-' (background*(1-w)) paths at every fused level;
+    concat: MC-GAN-style bottleneck concatenation: background and synthetic features concatenated and
+    convolved at the bottleneck only, no weight map, no AdaIN (fusion_levels, adain, adain_position ignored);
+    concat_all: that concatenation at every fused level, followed by AdaIN;
     additive: object*w styled by AdaIN added to the unsuppressed background (no '-' path)."""
     adain: Literal["affine", "off"] = "affine"
     """affine: AdaIN with scale/bias from a learned affine of the style; off: no style modulation
     inside the fusion blocks (the gene then enters only through the start of synthesis)."""
+    adain_position: Literal["after_gate", "before_gate"] = "after_gate"
+    """Where AdaIN sits on the '+' path of paper/additive fusion. after_gate: AdaIN(o * w), the paper's order,
+    which leaks gene style into the background (instance norm and the style's bias act on the whole map);
+    before_gate: AdaIN(o) * w, the style reaches only the object region."""
     fusion_levels: int | None = None
     """How many resolutions, counted from the bottleneck upward, get a fusion block; None = all
     (depth + 1). Levels without one pass the synthetic feature straight to the upsampler."""
@@ -110,7 +116,15 @@ class GeneratorConfig:
 
     @property
     def n_fusion_levels(self) -> int:
+        """Fusion blocks in use: 1 (the bottleneck) for concat, else fusion_levels or all depth + 1."""
+        if self.fusion == "concat":
+            return 1
         return self.depth + 1 if self.fusion_levels is None else self.fusion_levels
+
+    @property
+    def adain_mode(self) -> str:
+        """The AdaIN the fusion blocks use: none for the bottleneck concatenation."""
+        return "off" if self.fusion == "concat" else self.adain
 
 
 @dataclass(frozen=True)

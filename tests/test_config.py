@@ -43,7 +43,7 @@ def write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
     ("generatr:\n  depth: 3\n", r"unknown key 'generatr'; did you mean 'generator'"),
     ("generator:\n  code_dim: big\n", r"generator.code_dim: must be an integer, got 'big'"),
     ("generator:\n  code_dim: 1.5\n", r"generator.code_dim: must be an integer"),
-    ("generator:\n  fusion: gated\n", r"generator.fusion: must be one of 'paper', 'concat', 'additive', got 'gated'"),
+    ("generator:\n  fusion: gated\n", r"generator.fusion: must be one of 'paper', 'concat', 'concat_all', 'additive', got 'gated'"),
     ("generator:\n  final_blend: 1\n", r"generator.final_blend: must be true/false"),
     ("generator:\n  fusion_levels: 9\n", r"generator.fusion_levels: must be between 1 .* and depth \+ 1 = 5"),
     ("loss:\n  erosion: 4\n", r"loss.erosion: must be an odd size"),

@@ -17,8 +17,10 @@ from .helpers import random_batch, tiny
 
 VARIANTS = [
     {"fusion": f, "adain": a, "final_blend": b, "fusion_levels": lv}
-    for f, a, b, lv in itertools.product(["paper", "concat", "additive"], ["affine", "off"], [True, False], [None, 1])
-] + [{"weight_activation": "tanh", "mask_activation": "tanh"}, {"noise_dim": 0}, {"arch": "mcgan"},
+    for f, a, b, lv in itertools.product(["paper", "concat", "concat_all", "additive"], ["affine", "off"],
+                                         [True, False], [None, 1])
+] + [{"fusion": f, "adain_position": "before_gate"} for f in ("paper", "additive")] \
+  + [{"weight_activation": "tanh", "mask_activation": "tanh"}, {"noise_dim": 0}, {"arch": "mcgan"},
      {"arch": "mcgan", "noise_dim": 0, "mask_activation": "tanh"}]
 
 
@@ -38,7 +40,7 @@ def test_generator_shapes_and_gradients(variant):
     assert out.code.shape == (4, cfg.generator.code_dim)
     assert out.image.min() >= -1 and out.image.max() <= 1
     assert out.mask.min() >= 0 and out.mask.max() <= 1
-    if variant.get("fusion") == "concat":
+    if variant.get("fusion") in ("concat", "concat_all"):
         assert out.weight is None  # concatenation has no weight map
     else:
         assert out.weight.shape == (4, 1, s, s) and 0 <= out.weight.min() and out.weight.max() <= 1
@@ -53,6 +55,42 @@ def test_fusion_levels_count_blocks():
     assert len(build_generator(tiny()).fusion) == 4  # depth 3 -> 32, 16, 8, 4 px
     G = build_generator(tiny(generator={"fusion_levels": 2}))
     assert sorted(G.fusion) == ["4px", "8px"]  # counted from the bottleneck
+
+
+@pytest.mark.parametrize("levels", [None, 3])
+def test_concat_is_the_mcgan_style_bottleneck_concatenation(levels):
+    G = build_generator(tiny(generator={"fusion": "concat", "adain": "affine", "fusion_levels": levels}))
+    assert list(G.fusion) == ["4px"]  # the bottleneck only, whatever fusion_levels says
+    assert not any(isinstance(m, AdaIN) and m.mode != "off" for m in G.modules())  # no AdaIN
+    G_all = build_generator(tiny(generator={"fusion": "concat_all"}))
+    assert len(G_all.fusion) == 4 and any(isinstance(m, AdaIN) and m.mode == "affine" for m in G_all.modules())
+
+
+def _style_leak(adain_position: str) -> tuple[float, float]:
+    """Mean |change of the block's output| when the style is swapped, where w = 0 and where w = 1.
+
+    The weight map is forced to 0 on the left half and 1 on the right half of the map by a stand-in for
+    the block's conv stack (the thing under test is the gating and AdaIN order, not the convolutions)."""
+    torch.manual_seed(0)
+    block = PaperFusion(4, 6, "affine", "sigmoid", adain_position=adain_position).eval()
+    obj = torch.randn(2, 4, 8, 8)
+    logits = torch.full((2, 4, 8, 8), -1e4)
+    logits[..., 4:] = 1e4
+    block.encode = torch.nn.Identity()
+    synth = torch.cat([logits, obj], dim=1)  # chunk(2) -> w logits, obj
+    bg = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        a, w = block(synth, bg, torch.randn(2, 6))
+        b, _ = block(synth, bg, torch.randn(2, 6))
+    delta = (a - b).abs()
+    return float(delta[w == 0].mean()), float(delta[w == 1].mean())
+
+
+def test_adain_after_gate_leaks_style_into_the_background_and_before_gate_does_not():
+    leak_paper, obj_paper = _style_leak("after_gate")
+    leak_before, obj_before = _style_leak("before_gate")
+    assert leak_paper > 0.1 and obj_paper > 0.1  # the paper's order: the style reaches w = 0 pixels
+    assert leak_before == 0.0 and obj_before > 0.1  # AdaIN before gating: the background is untouched
 
 
 @pytest.mark.parametrize("heads", [("I",), ("IS",), ("ISG",), ("I", "ISG"), ("I", "IS", "ISG")])

@@ -57,7 +57,8 @@ class MultiConditionalGenerator(nn.Module):
         # Level k has resolution image_size / 2**k; fusion blocks sit on the n coarsest levels.
         self.fused_levels = list(range(cfg.depth, cfg.depth - cfg.n_fusion_levels, -1))
         self.fusion = nn.ModuleDict({
-            f"{image_size // 2**k}px": FUSION_BLOCKS[cfg.fusion](chans[k], style_dim, cfg.adain, cfg.weight_activation)
+            f"{image_size // 2**k}px": FUSION_BLOCKS[cfg.fusion](chans[k], style_dim, cfg.adain_mode,
+                                                                 cfg.weight_activation, adain_position=cfg.adain_position)
             for k in self.fused_levels})
         self.up = nn.ModuleList(UpBlock(chans[k], chans[k - 1]) for k in range(cfg.depth, 0, -1))
         self.head = ImageMaskHead(chans[0], cfg.mask_activation)
