@@ -624,20 +624,9 @@ def write_cohort(out_dir: Path | str, *, subjects: int, seed: int, genes: int = 
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("cohort", help="write a synthetic cohort (CT + nodule masks + GEO gene table) "
-                                             "with known gene-program -> phenotype links",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="output folder (must not exist or be empty)")
-    p.add_argument("--subjects", type=int, required=True, help="number of subjects")
-    p.add_argument("--seed", type=int, required=True, help="random seed (same seed: same files)")
-    p.add_argument("--genes", type=int, default=DEFAULT_GENES, help=f"genes in genes.tsv (default {DEFAULT_GENES})")
-    p.add_argument("--format", dest="fmt", choices=FORMATS, default="nifti",
-                   help="nifti (cases.csv + .nii.gz, default) or tcia (DICOM CT series + DICOM SEG per subject)")
-    p.add_argument("--matrix", type=int, default=512,
-                   help="in-plane voxels over a 358 mm field of view (default 512: 0.7 mm, 1.25 mm slices)")
-    p.add_argument("--na-fraction", type=float, default=DEFAULT_NA_FRACTION,
-                   help=f"fraction of genes with NA cells (default {DEFAULT_NA_FRACTION})")
-    p.set_defaults(func=_run)
+    from data_prep.cli import add_cohort_parser  # the flags live there, light enough for `radiogen --help`
+
+    add_cohort_parser(subparsers).set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -654,34 +654,9 @@ def _na_policy(text: str) -> gt.NaPolicy:
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("prep", help="raw CT + nodule masks + gene table -> parquet slices + manifest",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--tcia-root", type=Path, help="TCIA folder: ROOT/<subject>/<study>/<series>/*.dcm "
-                                                    "(a CT series and a DICOM SEG series per subject)")
-    src.add_argument("--cases", type=Path, help="CSV/TSV with columns subject_id,image,mask (paths relative to it; "
-                                                "any format SimpleITK reads)")
-    p.add_argument("--genes", type=Path, required=True,
-                   help="gene table: GEO layout (tab-separated genes x samples, NA), CSV, or gzip of either")
-    p.add_argument("--genes-orientation", choices=gt.ORIENTATIONS, default="genes-x-samples",
-                   help="genes-x-samples (GEO; default) or samples-x-genes")
-    p.add_argument("--na-policy", type=_na_policy, default=gt.NaPolicy(),
-                   help="drop (default, paper: drop genes with any NA) or max-fraction=F (keep genes with at most "
-                        "a fraction F of NA, impute the rest with the train median; every cell is listed)")
-    p.add_argument("--out", type=Path, required=True, help="dataset folder (replaced atomically)")
-    p.add_argument("--image-size", type=int, default=128, help="slice side in pixels (default 128)")
-    p.add_argument("--voi-mm", type=float, default=60.0, help="VOI side in mm (default 60)")
-    p.add_argument("--bg-vois", type=int, default=2, help="background VOIs per subject (default 2; 0 = none)")
-    p.add_argument("--bg-slices", type=int, default=20, help="random planes per background VOI (default 20)")
-    p.add_argument("--split", type=_fractions, default=(0.7, 0.15, 0.15), help="train,val,test (default 0.7,0.15,0.15)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and of background sampling (default 0)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="CPUs of the local Ray cluster prep starts (default: all); 0 = run in this process "
-                        "without Ray (debugging)")
-    p.add_argument("--address", default=None, help="connect to this Ray cluster instead (or set RAY_ADDRESS)")
-    p.add_argument("--cache", type=Path, default=None,
-                   help="per-subject result cache (default: .<out name>.prep-cache next to --out)")
-    p.set_defaults(func=_run)
+    from data_prep.cli import add_prep_parser  # the flags live there, light enough for `radiogen --help`
+
+    add_prep_parser(subparsers).set_defaults(func=_run)
 
 
 def options_from_args(args: argparse.Namespace) -> PrepOptions:

@@ -1,17 +1,28 @@
-"""The `radiogen` command: one subcommand per pipeline stage."""
+"""The core library's subcommands of `radiogen` (config, cost, overfit) and a docstring reader.
+
+The `radiogen` command itself is `ray_jobs.cli:main`, the outermost layer: it builds one parser
+from light argument-definition functions (this module's `register_cli` among them) and imports a
+command's heavy module only when that command runs. Nothing here imports torch at parser time, and
+the core library imports nothing from data_prep/ or ray_jobs/.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import ast
+import importlib.util
 import math
 import sys
 import time
 
-from .config import ConfigError, dump_yaml, load_config
 
-# Stages that live outside the core library register their own subcommand (module:function).
-EXTERNAL_COMMANDS: list[str] = ["data_prep.cohort:register_cli", "data_prep.prep:register_cli", "ray_jobs.train:register_cli"]
+def source_docstring(module: str) -> str | None:
+    """A module's docstring read from its source without importing it (keeps `--help` fast)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    with open(spec.origin, encoding="utf-8") as f:
+        return ast.get_docstring(ast.parse(f.read()))
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -21,11 +32,14 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from .config import dump_yaml, load_config
+
     print(dump_yaml(load_config(args.config, args.overrides)), end="")
     return 0
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
+    from .config import load_config
     from .cost import format_cost, measure
 
     cfg = load_config(args.config, args.overrides)
@@ -37,6 +51,7 @@ def cmd_overfit(args: argparse.Namespace) -> int:
     """Train on one fixed toy batch: the smallest end-to-end check that G, D and the losses learn."""
     import torch
 
+    from .config import load_config
     from .toy import toy_batch
     from .train_step import build_training, train_step
 
@@ -69,39 +84,24 @@ def cmd_overfit(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="radiogen", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("config", help="print an experiment config with overrides applied (checks it)")
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """The core subcommands; each names its handler as "module:function" (imported when it runs)."""
+    p = subparsers.add_parser("config", help="print an experiment config with overrides applied (checks it)")
     _config_args(p)
-    p.set_defaults(func=cmd_config)
+    p.set_defaults(handler="radiogen.cli:cmd_config")
 
-    p = sub.add_parser("cost", help="parameter counts and FLOPs per training step of a config")
+    p = subparsers.add_parser("cost", help="parameter counts and FLOPs per training step of a config")
     _config_args(p)
-    p.set_defaults(func=cmd_cost)
+    p.set_defaults(handler="radiogen.cli:cmd_cost")
 
-    p = sub.add_parser("overfit", help="sanity training on one fixed toy batch (no dataset needed)")
+    p = subparsers.add_parser("overfit", help="sanity training on one fixed toy batch (no dataset needed)")
     _config_args(p)
     p.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
     p.add_argument("--every", type=int, default=50, help="print losses every N steps (default 50)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.set_defaults(func=cmd_overfit)
-
-    for spec in EXTERNAL_COMMANDS:
-        module, func = spec.split(":")
-        getattr(importlib.import_module(module), func)(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    p.set_defaults(handler="radiogen.cli:cmd_overfit")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit("the radiogen command is `radiogen` (or `python -m ray_jobs.cli`); radiogen.cli only defines "
+             "the core subcommands")

@@ -23,43 +23,12 @@ from radiogen.config import ConfigError, ExperimentConfig, load_config, to_dict
 from radiogen.data import (ROW_COLUMNS, DatasetMismatch, LocalSource, check_compatible, paired_batches, pool_records,
                            read_records)
 
+from .cli import add_train_arguments as add_arguments
 from .loop import Records, RunSettings, fit
 from .tracking import (TrackingUnavailable, Tracker, check_tracking, code_version, default_tracking_uri, flatten,
                        open_run)
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="experiment YAML, e.g. ablations/tiny.yaml")
-    p.add_argument("--data", required=True, help="prepared dataset folder (output of `radiogen prep`)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value, e.g. --set loss.lambda_l1=50 (repeatable)")
-    p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (DDP ranks), default 1")
-    p.add_argument("--gpu", action="store_true", help="one GPU per worker (Ray path); --local uses CUDA when present")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (default 1)")
-    p.add_argument("--local", action="store_true", help="one process, no Ray: the debugger-friendly run")
-    p.add_argument("--max-steps", type=int, default=None, help="shorthand for --set train.max_steps=N")
-    p.add_argument("--experiment", default="radiogen", help="MLflow experiment name (default radiogen)")
-    p.add_argument("--name", default=None,
-                   help="run name; reusing the name of an unfinished run resumes it (default: <config name>-<time>)")
-    p.add_argument("--runs-dir", default="runs",
-                   help="checkpoints, Ray results and (without MLFLOW_TRACKING_URI) the sqlite tracking store")
-    p.add_argument("--log-every", type=int, default=10, help="steps per metric record (default 10)")
-    p.add_argument("--val-every", type=int, default=100, help="steps between validations + figures (default 100)")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
-    p.add_argument("--val-size", type=int, default=32, help="validation slices (default 32)")
-    p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
-    p.add_argument("--no-shuffle", action="store_true",
-                   help="keep file order (debugging; makes --local and one Ray worker see the same batches)")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local cluster)")
-    p.add_argument("--fail-at-step", type=int, default=None, help=argparse.SUPPRESS)  # fault-tolerance tests only
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help="train on a prepared dataset (Ray Train DDP, or --local), tracked in MLflow")
-    add_arguments(p)
-    p.set_defaults(func=run)
 
 
 # ---------------------------------------------------------------------------------------------

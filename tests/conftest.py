@@ -101,7 +101,7 @@ def mlflow_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def prepared(synthetic_cohort, ray_cluster, tmp_path_factory) -> Path:
     """The synthetic cohort through the real `radiogen prep` at 32x32 (the tiny config's size)."""
-    from radiogen.cli import main
+    from ray_jobs.cli import main
 
     out = tmp_path_factory.mktemp("prepared") / "data"
     assert main(["prep", "--cases", str(synthetic_cohort / "cases.csv"), "--genes", str(synthetic_cohort / "genes.tsv"),

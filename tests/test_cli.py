@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from radiogen.cli import build_parser, main
+from ray_jobs.cli import build_parser, handler_of, main
 
 from .helpers import REPO
 
@@ -21,13 +24,47 @@ def subcommands() -> list[str]:
 
 
 def test_help_lists_only_real_subcommands():
-    out = subprocess.run([sys.executable, "-m", "radiogen.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "ray_jobs.cli", "--help"], capture_output=True, text=True, check=True)
     listed = sorted(set(re.findall(r"^    (\w+)\s", out.stdout, re.M)))
-    assert listed == subcommands()
-    # Every subcommand does real work: its --help runs and it has a handler that is not a placeholder.
+    assert listed == subcommands() == ["cohort", "config", "cost", "overfit", "prep", "train"]
+    # Every subcommand does real work: its --help runs and its handler ("module:function") is a real function.
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
     for name in listed:
-        res = subprocess.run([sys.executable, "-m", "radiogen.cli", name, "--help"], capture_output=True, text=True)
+        res = subprocess.run([sys.executable, "-m", "ray_jobs.cli", name, "--help"], capture_output=True, text=True)
         assert res.returncode == 0 and "usage" in res.stdout
+        assert callable(handler_of(sub.choices[name].get_default("handler"))), name
+
+
+def test_help_answers_at_once():
+    """`--help` of every subcommand costs an interpreter start plus argparse: no torch, Ray or MLflow import."""
+    script = Path(sys.executable).with_name("radiogen")
+    for name in ["", *subcommands()]:
+        start = time.perf_counter()
+        res = subprocess.run([str(script), *([name] if name else []), "--help"], capture_output=True, text=True)
+        elapsed = time.perf_counter() - start
+        assert res.returncode == 0 and "usage: radiogen" in res.stdout, res.stderr
+        assert elapsed < 1.0, f"radiogen {name} --help took {elapsed:.2f} s"
+
+
+def test_train_module_takes_exactly_the_flags_of_radiogen_train():
+    from ray_jobs.train import add_arguments
+
+    train = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    own = argparse.ArgumentParser()
+    add_arguments(own)
+    flags = lambda p: sorted(s for a in p._actions for s in a.option_strings)  # noqa: E731
+    assert flags(own) == flags(train)
+
+
+def test_light_argument_definitions_match_the_modules_they_describe():
+    from data_prep import cli, cohort, gene_table
+
+    assert cli.COHORT_FORMATS == cohort.FORMATS and cli.GENE_ORIENTATIONS == gene_table.ORIENTATIONS
+    assert cli.COHORT_DEFAULT_GENES == cohort.DEFAULT_GENES
+    assert cli.COHORT_DEFAULT_NA_FRACTION == cohort.DEFAULT_NA_FRACTION
+    args = build_parser().parse_args(["prep", "--cases", "c.csv", "--genes", "g.tsv", "--out", "o"])
+    assert args.na_policy == gene_table.NaPolicy() and args.split == (0.7, 0.15, 0.15)
 
 
 def test_config_prints_resolved_yaml(capsys):

@@ -349,11 +349,11 @@ def test_run_prep_api_in_process(phantom_cohort: Path, tmp_path: Path) -> None:
 
 
 def test_radiogen_prep_command(phantom_cohort: Path, tmp_path: Path) -> None:
-    from radiogen.cli import main as radiogen_main
+    from ray_jobs.cli import main as radiogen_main
 
     assert radiogen_main(["prep", *_args(phantom_cohort, tmp_path / "ds", "--workers", "0")]) == 0
     assert schema.read_manifest(tmp_path / "ds")["counts"]["subjects"]["ok"] == 4
-    help_text = subprocess.run([sys.executable, "-m", "radiogen.cli", "prep", "--help"], cwd=REPO, capture_output=True,
+    help_text = subprocess.run([sys.executable, "-m", "ray_jobs.cli", "prep", "--help"], cwd=REPO, capture_output=True,
                                text=True, check=True).stdout
     for flag in ("--tcia-root", "--cases", "--genes", "--out", "--image-size", "--voi-mm", "--bg-vois", "--bg-slices",
                  "--split", "--seed", "--na-policy", "--genes-orientation", "--workers", "--address"):

@@ -1,0 +1,85 @@
+"""The `radiogen` command: one subcommand per pipeline stage (`radiogen COMMAND --help` for each).
+
+This is the outermost layer: it builds one parser from light argument-definition functions
+(radiogen.cli, data_prep.cli and `add_train_arguments` below: argparse only) and imports the heavy
+module of a command (torch, Ray, MLflow, SimpleITK) only when that command runs, named as
+"module:function" in the parser's `handler` default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `radiogen train`, which are exactly those of `python -m ray_jobs.train`."""
+    p.add_argument("--config", required=True, help="experiment YAML, e.g. ablations/tiny.yaml")
+    p.add_argument("--data", required=True, help="prepared dataset folder (output of `radiogen prep`)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set loss.lambda_l1=50 (repeatable)")
+    p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (DDP ranks), default 1")
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker (Ray path); --local uses CUDA when present")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (default 1)")
+    p.add_argument("--local", action="store_true", help="one process, no Ray: the debugger-friendly run")
+    p.add_argument("--max-steps", type=int, default=None, help="shorthand for --set train.max_steps=N")
+    p.add_argument("--experiment", default="radiogen", help="MLflow experiment name (default radiogen)")
+    p.add_argument("--name", default=None,
+                   help="run name; reusing the name of an unfinished run resumes it (default: <config name>-<time>)")
+    p.add_argument("--runs-dir", default="runs",
+                   help="checkpoints, Ray results and (without MLFLOW_TRACKING_URI) the sqlite tracking store")
+    p.add_argument("--log-every", type=int, default=10, help="steps per metric record (default 10)")
+    p.add_argument("--val-every", type=int, default=100, help="steps between validations + figures (default 100)")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
+    p.add_argument("--val-size", type=int, default=32, help="validation slices (default 32)")
+    p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
+    p.add_argument("--no-shuffle", action="store_true",
+                   help="keep file order (debugging; makes --local and one Ray worker see the same batches)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local cluster)")
+    p.add_argument("--fail-at-step", type=int, default=None, help=argparse.SUPPRESS)  # fault-tolerance tests only
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from radiogen.cli import source_docstring
+
+    p = subparsers.add_parser("train", help="train on a prepared dataset (Ray Train DDP, or --local), tracked in MLflow",
+                              description=source_docstring("ray_jobs.train"),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_arguments(p)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from data_prep.cli import add_cohort_parser, add_prep_parser
+    from radiogen.cli import register_cli as register_core
+
+    parser = argparse.ArgumentParser(prog="radiogen", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_cohort_parser(sub).set_defaults(handler="data_prep.cohort:_run")
+    add_prep_parser(sub).set_defaults(handler="data_prep.prep:_run")
+    add_train_parser(sub).set_defaults(handler="ray_jobs.train:run")
+    register_core(sub)
+    return parser
+
+
+def handler_of(spec: str):
+    module, func = spec.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = handler_of(args.handler)
+    from radiogen.config import ConfigError
+
+    try:
+        return handler(args)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
