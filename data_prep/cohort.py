@@ -17,9 +17,11 @@ Written in the raw formats of the real data (DESIGN §4), so the whole pipeline 
          OUT/masks/<sid>_mask.nii.gz (uint8, 1 inside nodules, same grid)
   tcia:  OUT/tcia/<sid>/<study>/<CT series>/1-NNN.dcm and <SEG series>/1-1.dcm (data_prep.dicom_write)
 
-Geometry: `matrix` voxels in plane over a 358.4 mm field of view (0.7 mm at 512) and a 150 mm slab of
-axial slices 1.25 mm * 512 / matrix thick (120 slices of 1.25 mm at 512, 30 of 5 mm at 128): small
-matrices keep the anisotropy of the 512 grid and stay fast. All randomness comes from one
+Geometry: `matrix` voxels in plane over a 358.4 mm field of view (0.7 mm at 512) and a 210 mm slab of
+axial slices 1.25 mm * 512 / matrix thick (168 slices of 1.25 mm at 512, 42 of 5 mm at 128): small
+matrices keep the anisotropy of the 512 grid and stay fast. The lungs end 35 mm inside the slab and
+nodules lie at least 35 mm from its ends and sides, so prep's 60 mm VOIs (nodule and background)
+have all their CT planes. All randomness comes from one
 SeedSequence(seed): child 0 draws the gene model, child 1 + k subject k (its programs and counts,
 then its anatomy), so subject k is the same whatever the cohort size.
 """
@@ -51,8 +53,10 @@ DEFAULT_GENES = 500
 DEFAULT_NA_FRACTION = 0.05
 MIN_GENES = 40
 FOV_MM = 358.4         # 512 x 0.7 mm
-SLAB_MM = 150.0
-EDGE_MARGIN_MM = 35.0  # in-plane distance from a nodule centre to the volume edge (a 60 mm VOI fits)
+SLAB_MM = 210.0
+EDGE_MARGIN_MM = 35.0  # distance from a nodule centre to the volume's sides and ends (a 60 mm VOI fits)
+LUNG_END_MM = 35.0     # lungs end this far from the first/last plane: a background VOI (centre >= 5 mm
+                       # inside the lungs) keeps all its planes
 DIAMETER_MM = (5.0, 30.0)
 SECOND_NODULE_P = 0.25
 RADIUS_CAP = 1.9       # spikes and lobes reach at most this multiple of the nominal radius
@@ -226,7 +230,9 @@ def _anatomy(rng: np.random.Generator, grid: Grid, origin: np.ndarray) -> tuple[
     centre = np.array([rng.uniform(-6, 6), rng.uniform(-10, 4)])  # body centre (x, y) mm
     x = (origin[0] + sx * np.arange(nx, dtype=np.float32) - centre[0])[None, None, :]
     y = (origin[1] + sy * np.arange(ny, dtype=np.float32) - centre[1])[None, :, None]
-    t = np.linspace(0.0, 1.0, nz, dtype=np.float32)[:, None, None]  # 0 inferior, 1 superior
+    z = (np.arange(nz, dtype=np.float32) * grid.spacing[2])[:, None, None]  # mm above the first plane
+    lung_lo, lung_hi = LUNG_END_MM, (nz - 1) * grid.spacing[2] - LUNG_END_MM
+    t = np.clip((z - lung_lo) / (lung_hi - lung_lo), 0.0, 1.0)  # 0 lung base, 1 apex (abdomen / neck beyond)
 
     def ellipse(cx, cy, a, b, scale: float | np.ndarray = 1.0) -> np.ndarray:
         """((x - cx) / a)^2 + ((y - cy) / b)^2 < scale, slice by slice (no full-volume float temporaries)."""
@@ -248,7 +254,7 @@ def _anatomy(rng: np.random.Generator, grid: Grid, origin: np.ndarray) -> tuple[
     # Ribs: short bright arcs just outside the cavity, shifting with z as ribs slant:
     # cos(11 theta + w z + p) > 0.55, with theta taken in plane (2D) and the sum expanded per slice.
     theta = np.arctan2(y[0] / b_body, x[0] / a_body)  # (ny, nx)
-    wz = (2 * np.pi * t * SLAB_MM / 38.0 + rng.uniform(0, 2 * np.pi))
+    wz = (2 * np.pi * z / 38.0 + rng.uniform(0, 2 * np.pi))
     ribs = np.cos(11 * theta) * np.cos(wz) - np.sin(11 * theta) * np.sin(wz) > 0.55
     ribs &= ellipse(0, 0, ac + 7.0, bc + 7.0) & (y > -0.7 * bb)
     np.copyto(hu, np.float32(550.0), where=ribs)
@@ -272,7 +278,7 @@ def _anatomy(rng: np.random.Generator, grid: Grid, origin: np.ndarray) -> tuple[
     spine_y = 0.82 * bc
     aorta = ellipse(0.15 * ac, 0.55 * bc, 13.0, 13.0)
     vertebra = ellipse(0.0, spine_y, 17.0, 17.0)
-    lungs &= cavity
+    lungs &= cavity & (z >= lung_lo) & (z <= lung_hi)
     lungs &= ~(heart | aorta | vertebra)
     lungs &= ~((np.abs(x) < rng.uniform(14, 22)) | ((y > spine_y - 12) & (np.abs(x) < 35)))  # mediastinum
     np.copyto(hu, np.float32(40.0), where=heart | aorta)  # blood, unenhanced
@@ -380,7 +386,7 @@ def _radius_factor(u: np.ndarray, p: dict) -> np.ndarray:
 def _place(rng: np.random.Generator, grid: Grid, origin: np.ndarray, lungs: np.ndarray, reach_mm: float,
            taken: list[tuple[np.ndarray, float]]) -> np.ndarray | None:
     """A voxel centre (x, y, z mm) whose ball of radius reach_mm + 2 mm lies in the lung fields, at least
-    EDGE_MARGIN_MM from the in-plane edges, with the nodule inside the slab and clear of other nodules."""
+    EDGE_MARGIN_MM from the volume's sides and ends, with the nodule inside the slab and clear of other nodules."""
     spacing_zyx = np.array(grid.spacing[::-1])
     origin_zyx = origin[::-1]
     candidates = np.flatnonzero(lungs)
@@ -391,7 +397,7 @@ def _place(rng: np.random.Generator, grid: Grid, origin: np.ndarray, lungs: np.n
         idx = np.array(np.unravel_index(candidates[rng.integers(len(candidates))], grid.shape))
         if idx[1] < edge or idx[2] < edge or idx[1] >= grid.matrix - edge or idx[2] >= grid.matrix - edge:
             continue
-        z_lo, z_hi = idx[0] * spacing_zyx[0] - reach_mm, idx[0] * spacing_zyx[0] + reach_mm
+        z_lo, z_hi = (idx[0] * spacing_zyx[0] + d * max(reach_mm, EDGE_MARGIN_MM) for d in (-1, 1))
         if z_lo < 0 or z_hi > (grid.slices - 1) * spacing_zyx[0]:
             continue
         centre = origin_zyx + idx * spacing_zyx

@@ -57,14 +57,14 @@ def test_nifti_layout_geometry_and_hu(synthetic_cohort: Path) -> None:
     assert list(cases.columns) == ["subject_id", "image", "mask"]
     assert list(cases.subject_id) == list(truth["subjects"]) and len(cases) == 6
     grid = Grid.for_matrix(128)
-    assert grid.slices == 30 and grid.spacing == pytest.approx((2.8, 2.8, 5.0))
+    assert grid.slices == 42 and grid.spacing == pytest.approx((2.8, 2.8, 5.0))
     for row in cases.itertuples():
         assert SAFE_ID.match(row.subject_id)
         assert row.image == f"images/{row.subject_id}_ct.nii.gz" and row.mask == f"masks/{row.subject_id}_mask.nii.gz"
         ct = sitk.ReadImage(str(synthetic_cohort / row.image))
         mask = sitk.ReadImage(str(synthetic_cohort / row.mask))
         assert ct.GetPixelID() == sitk.sitkInt16 and mask.GetPixelID() == sitk.sitkUInt8
-        assert ct.GetSize() == (128, 128, 30) and ct.GetSpacing() == pytest.approx(grid.spacing)
+        assert ct.GetSize() == (128, 128, 42) and ct.GetSpacing() == pytest.approx(grid.spacing)
         assert truth["spacing_mm"] == pytest.approx(list(grid.spacing))
         for get in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
             assert getattr(mask, get)() == pytest.approx(getattr(ct, get)())
@@ -76,6 +76,8 @@ def test_nifti_layout_geometry_and_hu(synthetic_cohort: Path) -> None:
         parenchyma = hu[lungs & (hu < -320)]
         assert -900 < parenchyma.mean() < -800 and 10 < parenchyma.std() < 80
         assert 0.05 < lungs.mean() < 0.4
+        # The lungs end inside the slab (35 mm from its ends): a 60 mm background VOI keeps all its planes.
+        assert not lungs[:7].any() and not lungs[-7:].any() and lungs[8:-8].any(axis=(1, 2)).all()
         assert hu.max() > 400                                          # bone
         body = hu[(hu > -320) & ~lungs]
         assert -150 < np.median(body) < 80                             # fat, muscle, blood
@@ -99,9 +101,9 @@ def test_nodule_centroids_and_placement_match_truth(synthetic_cohort: Path) -> N
             assert np.all(np.abs(pts.mean(0) - centre) < spacing)
             assert nod["volume_mm3"] == pytest.approx(len(pts) * spacing.prod(), rel=1e-3)
             assert 5.0 <= nod["diameter_mm"] <= 30.0
-            # In plane a 60 mm VOI around the centre stays inside the volume.
+            # A 60 mm VOI around the centre stays inside the volume (in plane and along z).
             far = origin + (size - 1) * spacing
-            assert np.all(centre[:2] - origin[:2] >= 30.0) and np.all(far[:2] - centre[:2] >= 30.0)
+            assert np.all(centre - origin >= 30.0) and np.all(far - centre >= 30.0)
             # Same centre when SimpleITK maps the centroid index to a physical point.
             idx = np.mean([mask.TransformPhysicalPointToContinuousIndex(tuple(p)) for p in pts], axis=0)
             assert np.allclose(mask.TransformContinuousIndexToPhysicalPoint(tuple(idx)), centre, atol=1e-2)
@@ -187,9 +189,10 @@ def test_truth_phenotype_follows_programs(tmp_path: Path) -> None:
     assert spearmanr(z[:, 1], mean_hu)[0] > 0.7
 
 
-def _what_if(program: str, low: float, high: float, matrix: int = 256) -> tuple[cohort.Subject, cohort.Subject]:
-    """The same subject (anatomy, draws) with one program set low and then high."""
-    base = np.zeros(len(PROGRAMS))
+def _what_if(program: str, low: float, high: float, matrix: int = 256,
+             **others: float) -> tuple[cohort.Subject, cohort.Subject]:
+    """The same subject (anatomy, draws) with one program set low and then high (the others 0 or as given)."""
+    base = np.array([others.get(p, 0.0) for p in PROGRAMS])
     z_lo, z_hi = base.copy(), base.copy()
     k = PROGRAMS.index(program)
     z_lo[k], z_hi[k] = low, high
@@ -221,7 +224,7 @@ def test_each_program_moves_its_phenotype_in_the_image() -> None:
 
     assert compactness(_first_nodule(rough)) > 1.15 * compactness(_first_nodule(smooth))
 
-    flat, textured = _what_if("texture", -2.0, 2.0)
+    flat, textured = _what_if("texture", -2.0, 2.0, density=2.0)  # a solid nodule: no ground glass in the core
     m = _first_nodule(flat)
     assert np.array_equal(m, _first_nodule(textured))
     core = ndimage.binary_erosion(m, iterations=2)
