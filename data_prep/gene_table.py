@@ -10,6 +10,12 @@ not a finite number is *non-numeric* and its gene is dropped with that reason. T
 every gene with any NA (`drop`, 5172 genes left on GSE103584). `max-fraction=F` keeps genes with
 at most a fraction F of NA over the dataset's subjects and imputes the remaining NA cells with the
 gene's median over the training split (no leakage); every imputed cell is listed in the manifest.
+Then genes constant on the training split are dropped (`drop_constant`: they carry no information
+there and cannot be z-scored; radiogen.genes.constant_genes), listed with that reason.
+
+Refused: a gene symbol that occurs twice (which row is meant?). Ignored with a warning: columns
+and rows without a name and without a value (a trailing tab). Warned: subjects that are 0 for
+every gene.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from radiogen.genes import CONSTANT_STD, constant_genes
 
 NA_TOKENS = ("", "NA", "NaN", "nan", "N/A", "n/a", "null", "NULL")
 Orientation = Literal["genes-x-samples", "samples-x-genes"]
@@ -100,27 +108,44 @@ def read_gene_table(path: str | Path, orientation: Orientation = "genes-x-sample
     sep = "\t" if "\t" in lines[0] else ","
     frame = pd.read_csv(io.StringIO("\n".join(lines)), sep=sep, header=None, dtype=str,
                         keep_default_na=False, na_filter=False, quotechar='"')
-    cells = frame.to_numpy(dtype=str)
+    cells = np.char.strip(frame.to_numpy(dtype=str))
+    warnings: list[str] = []
+    # A column (or row) without a header and without a value is an artefact of the writer, e.g. a
+    # trailing tab on every line: not a subject or gene, so it is ignored and said.
+    for axis, what in ((1, "column"), (0, "row")):
+        filled = (cells != "").T if axis == 1 else cells != ""
+        empty = [i for i in range(1, len(filled)) if not filled[i].any()]
+        if empty:
+            warnings.append(f"gene table {path.name}: {len(empty)} empty {what}(s) without name or values ignored "
+                            f"({what} {', '.join(str(i + 1) for i in empty[:5])}{', ...' if len(empty) > 5 else ''})")
+            cells = np.delete(cells, empty, axis=axis)
     header, row_names, body = cells[0, 1:], cells[1:, 0], cells[1:, 1:]
     if orientation == "genes-x-samples":
-        subjects, genes, body = [s.strip() for s in header], [g.strip() for g in row_names], body.T
+        subjects, genes, body = list(header), list(row_names), body.T
     else:
-        subjects, genes = [s.strip() for s in row_names], [g.strip() for g in header]
-    body = np.char.strip(body.astype(str))
+        subjects, genes = list(row_names), list(header)
+    if not any(genes) or not any(subjects):
+        raise GeneTableError(f"gene table {path}: no gene names or subject ids found; check --genes-orientation")
+    dup_genes = pd.Series(genes).value_counts()
+    if (dup_genes > 1).any():
+        dups = dup_genes[dup_genes > 1].sort_index()
+        raise GeneTableError(
+            f"gene table {path}: {len(dups)} gene symbol(s) occur more than once: "
+            + ", ".join(f"{g!r} x{n}" for g, n in list(dups.items())[:10]) + ("..." if len(dups) > 10 else "")
+            + f"; symbols must be unique - keep one row per gene (e.g. average the probes of a gene) or rename "
+              f"them (the table was read as {orientation}: is that its --genes-orientation?)")
     is_na = np.isin(body, NA_TOKENS)
     numbers = pd.to_numeric(pd.Series(body.ravel()), errors="coerce").to_numpy(dtype=np.float64).reshape(body.shape)
     non_numeric = ~is_na & ~np.isfinite(numbers)
     values = np.where(is_na | non_numeric, np.nan, numbers)
 
-    warnings = []
     counts = pd.Series(subjects).value_counts()
     duplicates = sorted(counts[counts > 1].index)
-    dup_genes = pd.Series(genes).value_counts()
-    if (dup_genes > 1).any():
-        names = sorted(dup_genes[dup_genes > 1].index)
-        warnings.append(f"{len(names)} gene names occur more than once (kept, by position): {names[:5]}")
-    if not any(genes) or not any(subjects):
-        raise GeneTableError(f"gene table {path}: no gene names or subject ids found; check --genes-orientation")
+    observed = ~np.isnan(values)
+    all_zero = [s for s, row, seen in zip(subjects, values, observed) if seen.any() and not row[seen].any()]
+    if all_zero:
+        warnings.append(f"{len(all_zero)} subject(s) have 0 for every gene (an empty or failed sample?): "
+                        f"{', '.join(all_zero[:5])}{', ...' if len(all_zero) > 5 else ''}; check the gene table")
     return GeneTable(subjects, genes, values, non_numeric, body, duplicates, warnings)
 
 
@@ -170,6 +195,24 @@ def select_genes(table: GeneTable, subjects: list[str], train: list[str], policy
             kept[r, c] = median[c]
             imputed.append((subjects[r], kept_names[c]))
     return GeneSelection([g for g, k in zip(table.genes, keep) if k], kept.astype(np.float32), dropped, imputed)
+
+
+CONSTANT_REASON = f"constant on the training split (std of raw or log2(x+1) values < {CONSTANT_STD:g})"
+
+
+def drop_constant(selection: GeneSelection, train_rows: list[int]) -> list[str]:
+    """Drop (in place) the genes constant over the training rows (see radiogen.genes.constant_genes);
+    returns their names, also recorded in selection.dropped[CONSTANT_REASON]."""
+    constant = constant_genes(selection.values[train_rows])
+    names = [g for g, c in zip(selection.names, constant) if c]
+    if names:
+        if constant.all():
+            raise GeneTableError(f"all {len(names)} genes left after the NA policy are constant on the "
+                                 f"{len(train_rows)} training subjects; check the gene table (or its subject ids)")
+        selection.dropped[CONSTANT_REASON] = names
+        selection.names = [g for g, c in zip(selection.names, constant) if not c]
+        selection.values = selection.values[:, ~constant]
+    return names
 
 
 def describe_bad_cells(table: GeneTable, limit: int = 5) -> list[str]:

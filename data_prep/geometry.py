@@ -71,7 +71,7 @@ def find_nodules(mask: sitk.Image) -> tuple[list[Nodule], sitk.Image, list[str]]
     for label in stats.GetLabels():
         volume = stats.GetPhysicalSize(label)
         if volume < MIN_NODULE_MM3:
-            warnings.append(f"mask component of {volume:.1f} mm3 (< {MIN_NODULE_MM3:g}) ignored as a speck")
+            warnings.append(f"mask speck ignored (< {MIN_NODULE_MM3:g} mm3): a component of {volume:.1f} mm3")
             continue
         nodules.append(Nodule(label, tuple(stats.GetCentroid(label)), volume))
     nodules.sort(key=lambda n: -n.volume_mm3)
@@ -188,26 +188,50 @@ def segment_lungs(ct: sitk.Image) -> sitk.Image:
     return _fill_holes_per_slice(lungs)
 
 
+def _voi_fits(ct: sitk.Image, grid: sitk.Image, index_zyx: np.ndarray, half_mm: float) -> np.ndarray:
+    """Per voxel (z, y, x) of `grid`: the cube of half side half_mm around it (along the CT's axes)
+    lies inside the CT, i.e. its VOI would have all its planes and no padding."""
+    d = np.array(ct.GetDirection()).reshape(3, 3)
+    phys = np.asarray(grid.GetOrigin()) + (index_zyx[:, ::-1] * np.asarray(grid.GetSpacing())) @ d.T
+    ijk = (phys - np.asarray(ct.GetOrigin())) @ d / np.asarray(ct.GetSpacing())  # continuous CT index
+    reach = half_mm / np.asarray(ct.GetSpacing())
+    return np.all((ijk - reach >= -0.5 - 1e-3) & (ijk + reach <= np.asarray(ct.GetSize()) - 0.5 + 1e-3), axis=1)
+
+
 def background_centres(ct: sitk.Image, nodules: sitk.Image | None, count: int, rng: np.random.Generator,
-                       min_mm: float = 5.0, max_mm: float = 25.0) -> tuple[list[tuple[float, float, float]], str]:
+                       min_mm: float = 5.0, max_mm: float = 25.0,
+                       voi_mm: float | None = None) -> tuple[list[tuple[float, float, float]], str]:
     """Up to `count` random physical points inside the lungs (nodules removed) whose distance to
-    the boundary of that region is in [min_mm, max_mm]. Returns the points and a warning ('' if none)."""
+    the boundary of that region is in [min_mm, max_mm]. With voi_mm, points whose voi_mm cube lies
+    inside the CT and holds no nodule are drawn first (their VOI has every plane to pick from); the
+    others only when there are too few. Returns the points and a warning ('' if none) of the form
+    "<kind>: <details>" (prep prints one line per kind)."""
     if count <= 0:
         return [], ""
     lungs = segment_lungs(ct)
+    touched = None
     if nodules is not None:
         # Block average '> 0' on the same coarse grid: every coarse voxel a nodule touches leaves the lungs.
-        touched = _coarse(nodules)
-        lungs = sitk.Mask(lungs, sitk.Cast(sitk.Equal(touched, 0.0), sitk.sitkUInt8))
+        touched = sitk.Cast(sitk.NotEqual(_coarse(nodules), 0.0), sitk.sitkUInt8)
+        lungs = sitk.Mask(lungs, sitk.Cast(sitk.Equal(touched, 0), sitk.sitkUInt8))
     if not np.any(sitk.GetArrayViewFromImage(lungs)):
-        return [], "no lung found (air below -320 HU inside the body); no background VOI"
+        return [], f"no background VOI: no lung found (air below {LUNG_HU:g} HU inside the body)"
     distance = sitk.SignedMaurerDistanceMap(lungs, insideIsPositive=True, squaredDistance=False,
                                             useImageSpacing=True)
     d = sitk.GetArrayViewFromImage(distance)
     candidates = np.argwhere((d >= min_mm) & (d <= max_mm))  # (N, 3) as (z, y, x)
     if len(candidates) == 0:
-        return [], f"no lung voxel is {min_mm:g}-{max_mm:g} mm inside the lung boundary; no background VOI"
-    picks = rng.choice(len(candidates), size=min(count, len(candidates)), replace=False)
+        return [], f"no background VOI: no lung voxel is {min_mm:g}-{max_mm:g} mm inside the lung boundary"
+    order = rng.permutation(len(candidates))
+    if voi_mm is not None:
+        good = _voi_fits(ct, lungs, candidates, voi_mm / 2)
+        if touched is not None:
+            radius = [int(np.ceil(voi_mm / 2 / s)) for s in lungs.GetSpacing()]
+            near = sitk.GetArrayViewFromImage(sitk.BinaryDilate(touched, radius, sitk.sitkBox))
+            good &= near[tuple(candidates.T)] == 0
+        order = np.concatenate([order[good[order]], order[~good[order]]])  # stable: still random within each
+    picks = order[:count]
     centres = [lungs.TransformIndexToPhysicalPoint(tuple(int(v) for v in candidates[p][::-1])) for p in picks]
-    warning = "" if len(centres) == count else f"only {len(centres)} of {count} background VOIs (few lung voxels)"
+    warning = ("" if len(centres) == count
+               else f"fewer background VOIs than asked: {len(centres)} of {count} (few lung voxels)")
     return [tuple(float(v) for v in c) for c in centres], warning

@@ -7,10 +7,13 @@ background VOI centres 5-25 mm inside the lung boundary, bg_slices random nodule
 VOI; HU window to [-1, 1]. A subject whose input is bad fails with a one-line reason recorded in
 the manifest; the others go on.
 
-On the driver: match imaging subjects with gene-table subjects, split by subject (seeded), apply
-the NA policy over the subjects that made it, fit gene statistics on the train split, write the
-dataset (radiogen.schema) into a temporary folder next to --out and swap it in, so a killed run
-leaves the previous complete dataset (or none), never a partial one.
+On the driver: match imaging subjects with gene-table subjects, split by subject (a seeded hash of
+each id, so adding or removing subjects never moves another; see `assign_splits`), apply the NA
+policy over the subjects that made it, drop genes constant on the train split, fit gene statistics
+on the train split, write the dataset (radiogen.schema, with the hash of every data file in the
+manifest) into a temporary folder next to --out and swap it in, so a killed run leaves the
+previous complete dataset (or none), never a partial one. Subject warnings are printed one line
+per kind; the details are in the manifest.
 
 Resume: each subject's result is cached under a key made of its input files' SHA-256 and the
 parameters that shape slices; a re-run re-processes only subjects whose key changed.
@@ -41,8 +44,10 @@ from data_prep.readers import SubjectError, SubjectInputs
 if TYPE_CHECKING:
     import pyarrow as pa
 
-PREP_VERSION = 1
-"""Bump when the processing changes what a subject's slices are for the same inputs (cache key)."""
+PREP_VERSION = 2
+"""Bump when the processing changes what a subject's slices (or its recorded outcome) are for the
+same inputs (cache key). 2: background centres whose VOI fits in the CT and holds no nodule are
+drawn first; warnings as "<kind>: <details>"."""
 
 
 
@@ -154,19 +159,20 @@ def _slices(inputs: SubjectInputs, params: PrepParams, timings: dict[str, float]
                                    window=window, own_mask=own)
         planes = np.flatnonzero(voi.mask.reshape(len(voi.mask), -1).any(1))
         if voi.padded[planes].any():
-            warnings.append(f"nodule {voi_id} at {tuple(round(c, 1) for c in nodule.center_mm)} mm is too close to "
-                            f"the image edge for a full {params.voi_mm:g} mm VOI: {int(voi.padded[planes].sum())} "
-                            f"of {len(planes)} slices padded with {window[0]:g} HU")
+            warnings.append(f"nodule too close to the image edge for a full {params.voi_mm:g} mm VOI: nodule "
+                            f"{voi_id} at {tuple(round(c, 1) for c in nodule.center_mm)} mm, "
+                            f"{int(voi.padded[planes].sum())} of {len(planes)} slices padded with {window[0]:g} HU")
         if not voi.in_ct.all():
-            warnings.append(f"nodule {voi_id}: the CT ends within {params.voi_mm / 2:g} mm of it along its slice axis; "
-                            f"the VOI has {int(voi.in_ct.sum())} of {len(voi.in_ct)} planes")
+            warnings.append(f"CT ends within {params.voi_mm / 2:g} mm of a nodule along its slice axis: nodule "
+                            f"{voi_id}'s VOI has {int(voi.in_ct.sum())} of {len(voi.in_ct)} planes")
         add(_rows(inputs.subject_id, "nodule", voi_id, voi, planes))
         n_nodule += len(planes)
     timings["nodule_vois"] = time.perf_counter() - t
 
     t = time.perf_counter()
     rng = _subject_rng(inputs.subject_id, params.seed)
-    centres, warning = geometry.background_centres(ct, mask, params.bg_vois, rng, params.bg_min_mm, params.bg_max_mm)
+    centres, warning = geometry.background_centres(ct, mask, params.bg_vois, rng, params.bg_min_mm, params.bg_max_mm,
+                                                   voi_mm=params.voi_mm)
     if warning:
         warnings.append(warning)
     timings["lung_segmentation"] = time.perf_counter() - t
@@ -177,11 +183,12 @@ def _slices(inputs: SubjectInputs, params: PrepParams, timings: dict[str, float]
                                    window=window, all_nodules=mask)
         eligible = np.flatnonzero(voi.in_ct & ~voi.other_nodules)
         if len(eligible) < params.bg_slices:
-            warnings.append(f"background VOI {j} has {len(eligible)} nodule-free CT planes, fewer than "
-                            f"--bg-slices {params.bg_slices}; took them all")
+            warnings.append(f"background VOI with fewer nodule-free CT planes than --bg-slices {params.bg_slices}: "
+                            f"VOI {j} has {len(eligible)}, took them all")
         planes = np.sort(rng.choice(eligible, size=min(params.bg_slices, len(eligible)), replace=False))
         if voi.padded[planes].any():
-            warnings.append(f"background VOI {j} reaches beyond the image: {int(voi.padded[planes].sum())} slices padded")
+            warnings.append(f"background VOI reaches beyond the image: VOI {j}, {int(voi.padded[planes].sum())} "
+                            f"slices padded")
         add(_rows(inputs.subject_id, "background", len(nodules) + j, voi, planes))
         n_background += len(planes)
     timings["background_vois"] = time.perf_counter() - t
@@ -359,25 +366,46 @@ class PrepError(RuntimeError):
         self.outcomes = outcomes or {}
 
 
+def _split_position(subject_id: str, seed: int) -> float:
+    """The subject's place in [0, 1): a seeded hash of its id alone."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{subject_id}".encode()).digest()[:8], "big") / 2.0**64
+
+
 def assign_splits(subjects: list[str], fractions: tuple[float, float, float], seed: int) -> dict[str, str]:
-    """Subject-level split: a seeded permutation of the sorted ids, val/test rounded, at least one
-    subject in each split with a nonzero fraction when there are enough subjects, the rest train."""
-    subjects = sorted(subjects)  # independent of the order the inputs were listed in
-    n = len(subjects)
-    order = [subjects[i] for i in np.random.default_rng(seed).permutation(n)] if n else []
-    n_val, n_test = (int(round(n * f)) for f in fractions[1:])
-    if n >= 3:
-        n_val = max(n_val, 1 if fractions[1] > 0 else 0)
-        n_test = max(n_test, 1 if fractions[2] > 0 else 0)
-    while n_val + n_test >= n and n_val + n_test > 0:  # train keeps at least one subject
-        if n_val >= n_test and n_val:
-            n_val -= 1
-        else:
-            n_test -= 1
-    splits = {s: "val" for s in order[:n_val]}
-    splits.update({s: "test" for s in order[n_val:n_val + n_test]})
-    splits.update({s: "train" for s in order[n_val + n_test:]})
-    return splits
+    """Subject-level split by a seeded hash of each id: train if its position in [0, 1) is below
+    the train fraction, val if below train + val, else test.
+
+    A subject's split depends on its id, the seed and the fractions only, so adding or removing
+    subjects never moves another one (no test subject of one run is a training subject of the
+    next). The price: realised fractions are binomial around the requested ones, so a small cohort
+    may get an empty split. No rule can fill an empty split without moving a subject when another
+    is added, so none is applied; prep refuses an empty training split and names a seed that fills
+    it (`seed_with_splits`)."""
+    train, val, test = fractions
+    out = {}
+    for s in subjects:
+        u = _split_position(s, seed)
+        out[s] = "train" if u < train else "val" if u < train + val or test == 0 else "test"
+    return out
+
+
+def split_counts(splits: dict[str, str], subjects: list[str]) -> str:
+    return " / ".join(f"{sum(splits[s] == name for s in subjects)} {name}" for name in ("train", "val", "test"))
+
+
+def seed_with_splits(subjects: list[str], fractions: tuple[float, float, float], seed: int,
+                     tries: int = 1000) -> int | None:
+    """The first seed after `seed` that gives these subjects 2 training subjects (1 if there is one
+    subject) and, when there are enough subjects for that too, every split with a nonzero fraction."""
+    others = [name for name, f in zip(("val", "test"), fractions[1:]) if f > 0]
+    want_train = min(2, len(subjects))
+    if len(subjects) < want_train + len(others):
+        others = []
+    for s in range(seed + 1, seed + 1 + tries):
+        got = list(assign_splits(subjects, fractions, s).values())
+        if got.count("train") >= want_train and all(name in got for name in others):
+            return s
+    return None
 
 
 def _recover(out: Path) -> None:
@@ -433,7 +461,8 @@ def run_prep(opts: PrepOptions) -> dict:
 
     from radiogen import __version__
     from radiogen import schema
-    from radiogen.genes import fit_gene_stats
+    from radiogen.genes import Z_CLIP, fit_gene_stats
+    from radiogen.genes import clipped as gene_clipped
 
     from data_prep import readers
 
@@ -515,7 +544,7 @@ def run_prep(opts: PrepOptions) -> dict:
             outcome = {**outcome, "from_cache": False}
             if "traceback" in result:
                 print(f"prep: {sid}: {result['traceback']}", file=sys.stderr)
-        outcome["split"] = splits[sid]
+        outcome["split"] = splits[sid] if outcome["status"] == "ok" else None
         outcomes[sid] = outcome
 
     ok = sorted(s for s, o in outcomes.items() if o["status"] == "ok")
@@ -523,18 +552,49 @@ def run_prep(opts: PrepOptions) -> dict:
         raise PrepError("no subject made it through prep (nothing was written; any previous dataset at --out "
                         "is unchanged)", outcomes)
     train = [s for s in ok if splits[s] == "train"]
+    warnings: list[str] = list(genes.warnings)
+    empty = [name for name, f in zip(("val", "test"), opts.split[1:]) if f > 0 and name not in
+             {splits[s] for s in ok}]
+    hint = ""
+    if len(train) < 2 or empty:
+        better = seed_with_splits(ok, opts.split, opts.params.seed)
+        hint = (f"--seed {better} gives {split_counts(assign_splits(ok, opts.split, better), ok)}"
+                if better is not None else "change --split")
     if not train:
-        raise PrepError("none of the training split's subjects made it; cannot fit gene statistics - fix the "
-                        "failed subjects or change --seed/--split", outcomes)
+        failed = any(o["status"] == "failed" for o in outcomes.values())
+        raise PrepError(f"no training subject: the {len(ok)} subjects that made it are split "
+                        f"{split_counts(splits, ok)} by --seed {opts.params.seed} (each subject's split is a "
+                        f"seeded hash of its id, so a small cohort can miss a split); {hint}"
+                        + ("; or fix the failed subjects" if failed else ""), outcomes)
+    if empty:
+        warnings.append(f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty: "
+                        f"{len(ok)} subjects split {split_counts(splits, ok)} by --seed {opts.params.seed}; {hint}")
+    if len(train) < 2:
+        warnings.append(f"1 training subject: genes constant on the training split cannot be found and there are "
+                        f"no log_zscore statistics; {hint}")
 
-    # --- genes over the subjects in the dataset; statistics on train only
+    # --- genes over the subjects in the dataset; constant genes dropped and statistics fitted on train only
+    train_rows = [ok.index(s) for s in train]
     try:
         selection = gt.select_genes(genes, ok, train, opts.na_policy)
+        constant = gt.drop_constant(selection, train_rows) if len(train) >= 2 else []
     except gt.GeneTableError as err:
         raise PrepError(str(err), outcomes) from None
-    stats, stats_note = None, ""
+    if constant:
+        warnings.append(f"{len(constant)} gene{'s' if len(constant) > 1 else ''} constant on the training split "
+                        f"dropped (listed in manifest.json genes.dropped): "
+                        f"{', '.join(constant[:5])}{', ...' if len(constant) > 5 else ''}")
+    stats, stats_note, clipped = None, "", {"values": 0, "subjects": []}
     try:
-        stats = fit_gene_stats(selection.values[[ok.index(s) for s in train]], "log_zscore").to_dict()
+        fitted = fit_gene_stats(selection.values[train_rows], "log_zscore")
+        if len(train) < 2:  # one subject has no spread: every gene would be "constant"
+            raise ValueError("log_zscore needs at least 2 training subjects to estimate a spread, got 1")
+        stats = fitted.to_dict()
+        hit = gene_clipped(fitted, selection.values)
+        clipped = {"values": int(hit.sum()), "subjects": [s for s, h in zip(ok, hit.any(1)) if h]}
+        if clipped["values"]:
+            warnings.append(f"{clipped['values']} gene values of {len(clipped['subjects'])} subjects lie outside "
+                            f"+-{fitted.clip:g} after log_zscore and are clipped to it (manifest.json genes.clipped)")
     except ValueError as err:
         stats_note = str(err)
 
@@ -577,13 +637,16 @@ def run_prep(opts: PrepOptions) -> dict:
                       "na_policy": str(opts.na_policy), "n_in_table": len(genes.genes), "n_kept": len(selection.names),
                       "dropped": selection.dropped, "imputed_cells": [list(c) for c in selection.imputed],
                       "non_numeric_examples": gt.describe_bad_cells(genes), "warnings": genes.warnings,
-                      "stats_fitted_on": "train", "stats_note": stats_note},
+                      "stats_fitted_on": "train", "stats_note": stats_note, "zscore_clip": Z_CLIP,
+                      "clipped": clipped},
             "gene_stats": stats,
             "splits": {s: [sid for sid in ok if splits[sid] == s] for s in schema.SPLITS},
             "counts": counts,
             "inputs": inputs,
             "subjects": outcomes,
             "files": {"slices": files, "genes": genes_file},
+            "outputs": schema.output_hashes(tmp, [*files, genes_file]),
+            "warnings": warnings,
         }
         schema.write_manifest(manifest, tmp)
         _publish(tmp, out)
@@ -595,21 +658,32 @@ def run_prep(opts: PrepOptions) -> dict:
     return manifest
 
 
-def outcome_lines(outcomes: dict[str, dict], per_reason: int = 3) -> list[str]:
-    """One line per failed/excluded subject and warning; a reason shared by many subjects (e.g. genes
-    without an image) is printed once with a count."""
+def outcome_lines(outcomes: dict[str, dict], per_reason: int = 3, per_warning: int = 5) -> list[str]:
+    """One line per failed/excluded subject; a reason shared by many subjects (e.g. genes without an
+    image) is printed once with a count. Subject warnings ("<kind>: <details>") are printed one line
+    per kind with the subjects it concerns; the details stay in the manifest."""
     groups: dict[tuple[str, str], list[str]] = {}
+    kinds: dict[str, dict[str, list[str]]] = {}
     for sid, o in sorted(outcomes.items()):
         if o["status"] != "ok":
             groups.setdefault((o["status"].upper(), o["reason"]), []).append(sid)
         for w in o.get("warnings", []):
-            groups.setdefault(("WARNING", w), []).append(sid)
+            kind, _, detail = w.partition(": ")
+            kinds.setdefault(kind, {}).setdefault(sid, []).append(detail)
     lines = []
     for (status, reason), sids in groups.items():
         if len(sids) <= per_reason:
             lines += [f"  {status:8s} {sid}: {reason}" for sid in sids]
         else:
             lines.append(f"  {status:8s} {len(sids)} subjects ({', '.join(sids[:per_reason])}, ...): {reason}")
+    for kind, by_subject in kinds.items():
+        sids = list(by_subject)
+        if len(sids) == 1:
+            lines.append(f"warning: {sids[0]}: {kind}: {'; '.join(d for d in by_subject[sids[0]] if d)}".rstrip(": "))
+        else:
+            more = ", ..." if len(sids) > per_warning else ""
+            lines.append(f"warning: {len(sids)} subjects: {kind} ({', '.join(sids[:per_warning])}{more}; "
+                         f"details in manifest.json subjects)")
     return lines
 
 
@@ -627,6 +701,7 @@ def summary(manifest: dict, out: Path) -> str:
     if manifest["gene_stats"] is None:
         lines.append(f"gene statistics: no log_zscore ({manifest['genes']['stats_note']})")
     lines += outcome_lines(manifest["subjects"])
+    lines += [f"warning: {w}" for w in manifest["warnings"]]
     lines.append(f"wrote {out} ({len(manifest['files']['slices'])} slice files) in {manifest.get('seconds', 0):.1f} s")
     return "\n".join(lines)
 

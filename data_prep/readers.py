@@ -60,9 +60,11 @@ def read_cases_file(path: str | Path) -> list[SubjectInputs]:
     """A CSV/TSV with columns subject_id, image, mask; relative paths are relative to the file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # spreadsheet exports often start with a byte-order mark
     except OSError as err:
         raise ValueError(f"cannot read cases file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"cases file {path} is not UTF-8 text; save it as UTF-8 CSV") from None
     dialect = "excel-tab" if text and "\t" in text.splitlines()[0] else "excel"
     rows = list(csv.DictReader(text.splitlines(), dialect=dialect))
     need = {"subject_id", "image", "mask"}

@@ -4,6 +4,8 @@ This is the one module that defines what `radiogen prep` writes and what trainin
 checked on write (`validate_table`, `validate_gene_table`, `validate_manifest`) and on read
 (`read_manifest`, `open_dataset`, `read_genes`); a dataset written under another
 `SCHEMA_VERSION` is refused with a message that says to re-run `radiogen prep`.
+`verify_dataset` checks the data files against the hashes the manifest recorded when they were
+written, and `dataset_fingerprint` names a dataset by its content (not by when it was made).
 
 On-disk layout of a prepared dataset ROOT (written atomically: the directory appears complete
 or not at all; `manifest.json` is its last file, so a folder without one is never read)::
@@ -38,6 +40,7 @@ This module imports only numpy, pyarrow and radiogen: no Ray, no MLflow.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +53,9 @@ import pyarrow.parquet as pq
 
 from radiogen.genes import GeneNorm, GeneStats
 
-SCHEMA_VERSION = 1
-"""Bump whenever a column, an encoding or a manifest key changes meaning."""
+SCHEMA_VERSION = 2
+"""Bump whenever a column, an encoding or a manifest key changes meaning.
+2: manifest `outputs` (hash of every data file), constant genes dropped, z-scores clipped."""
 
 MANIFEST_NAME = "manifest.json"
 SLICES_DIR = "slices"
@@ -116,6 +120,7 @@ _MANIFEST_KEYS = {
     "inputs": dict,         # {path: sha256} of every input file
     "subjects": dict,       # {subject_id: {status, reason, split, warnings, n_*_slices, inputs, ...}}
     "files": dict,          # {"slices": [relative paths], "genes": "genes.parquet"}
+    "outputs": dict,        # {relative path: {"sha256", "bytes"}} of every data file, see `verify_dataset`
 }
 
 
@@ -286,6 +291,9 @@ def validate_manifest(manifest: dict) -> None:
     for sid, outcome in manifest["subjects"].items():
         if outcome.get("status") not in SUBJECT_STATUSES or not isinstance(outcome.get("reason", ""), str):
             raise SchemaError(f"manifest subject {sid!r} needs a status in {SUBJECT_STATUSES} and a reason")
+    for rel, h in manifest["outputs"].items():
+        if not (isinstance(h, dict) and isinstance(h.get("sha256"), str) and isinstance(h.get("bytes"), int)):
+            raise SchemaError(f"manifest 'outputs' entry {rel!r} needs 'sha256' and 'bytes'")
     stats = manifest["gene_stats"]
     if stats is not None and len(stats.get("mean", [])) != len(manifest["gene_names"]):
         raise SchemaError("manifest gene_stats and gene_names differ in length")
@@ -367,6 +375,43 @@ def read_genes(root: str | Path) -> GeneMatrix:
                       np.array(values), names)
 
 
+def verify_dataset(root: str | Path) -> None:
+    """Re-hash every data file of the dataset against the manifest's `outputs`; raise SchemaError
+    naming the first file that is missing, truncated or changed (a partial copy, a disk error)."""
+    manifest = read_manifest(root)
+    outputs = manifest["outputs"]
+    listed = [*manifest["files"]["slices"], manifest["files"]["genes"]]
+    unrecorded = [rel for rel in listed if rel not in outputs]
+    if unrecorded:
+        raise SchemaError(f"dataset {root}: the manifest lists {unrecorded[:3]} without a recorded hash; "
+                          f"the manifest was edited - re-run `radiogen prep`")
+    for rel, want in outputs.items():
+        path = Path(root) / rel
+        if not path.is_file():
+            raise SchemaError(f"dataset {root}: {rel} is missing; the dataset is incomplete - re-run `radiogen prep`")
+        size = path.stat().st_size
+        if size != want["bytes"]:
+            how = "truncated" if size < want["bytes"] else "changed"
+            raise SchemaError(f"dataset {root}: {rel} is {how} ({size} bytes, {want['bytes']} when written); "
+                              f"re-run `radiogen prep`")
+        if _sha256(path) != want["sha256"]:
+            raise SchemaError(f"dataset {root}: {rel} has changed since it was written (SHA-256 differs); "
+                              f"re-run `radiogen prep`")
+
+
+def dataset_fingerprint(root: str | Path) -> str:
+    """16 hex digits naming the dataset by content: input file hashes, prep parameters (without
+    input paths), gene names and the recorded hashes of the data files. Two preps of identical
+    inputs give the same fingerprint wherever they ran; timestamps and timings do not enter.
+    The data files are trusted to match the manifest: call `verify_dataset` to check that."""
+    manifest = read_manifest(root)
+    params = {k: v for k, v in manifest["params"].items() if k != "source"}
+    content = {"schema_version": manifest["schema_version"], "inputs": sorted(set(manifest["inputs"].values())),
+               "params": params, "gene_names": manifest["gene_names"],
+               "outputs": {rel: h["sha256"] for rel, h in sorted(manifest["outputs"].items())}}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def gene_stats(manifest: dict, method: GeneNorm) -> GeneStats:
     """The normalisation statistics (fitted on the train split by prep) for `method`."""
     n = len(manifest["gene_names"])
@@ -423,6 +468,16 @@ def write_gene_file(subject_ids: Sequence[str], splits: Sequence[str], genes: np
     validate_gene_table(table, n_genes=values.shape[1])
     pq.write_table(table, str(Path(root) / GENES_FILE), compression="zstd")
     return GENES_FILE
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def output_hashes(root: str | Path, files: Iterable[str]) -> dict[str, dict]:
+    """{relative path: {"sha256", "bytes"}} of data files just written (the manifest's `outputs`)."""
+    return {rel: {"sha256": _sha256(Path(root) / rel), "bytes": (Path(root) / rel).stat().st_size} for rel in files}
 
 
 def write_manifest(manifest: dict, root: str | Path) -> None:

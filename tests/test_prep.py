@@ -17,7 +17,7 @@ import pytest
 import SimpleITK as sitk
 
 from data_prep import geometry
-from data_prep.prep import PrepOptions, PrepParams, assign_splits, main, run_prep
+from data_prep.prep import PrepError, PrepOptions, PrepParams, assign_splits, main, run_prep, seed_with_splits
 from radiogen import schema
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,16 +155,49 @@ def test_background_centres_lie_inside_the_lungs() -> None:
         assert arr[k, j, i] < -500  # in lung
     lungs = geometry.segment_lungs(ct)
     assert 0.5e6 < sitk.GetArrayViewFromImage(lungs).sum() * np.prod(lungs.GetSpacing()) < 2e6  # ~2 x 1.1 l
+    # Given the VOI size, centres whose VOI has every CT plane and no nodule come first.
+    centres, _ = geometry.background_centres(ct, mask, 5, np.random.default_rng(0), voi_mm=60)
+    for c in centres:
+        voi = geometry.extract_voi(ct, c, voi_mm=60, image_size=SIZE, window=(-1000, 500), all_nodules=mask)
+        assert voi.in_ct.all() and not voi.padded.any() and not voi.other_nodules.any()
 
 
 def test_assign_splits_is_by_subject_and_seeded() -> None:
     ids = [f"S{i:02d}" for i in range(20)]
     a = assign_splits(ids, (0.7, 0.15, 0.15), seed=1)
     assert a == assign_splits(list(reversed(ids)), (0.7, 0.15, 0.15), seed=1)
-    assert [list(a.values()).count(s) for s in ("train", "val", "test")] == [14, 3, 3]
     assert a != assign_splits(ids, (0.7, 0.15, 0.15), seed=2)
-    small = assign_splits(ids[:3], (0.7, 0.15, 0.15), seed=0)
-    assert sorted(small.values()) == ["test", "train", "val"]
+    assert set(assign_splits(ids, (1.0, 0.0, 0.0), seed=1).values()) == {"train"}
+    assert "test" not in assign_splits(ids, (0.67, 0.33, 0.0), seed=1).values()
+
+
+def test_splits_are_stable_when_subjects_come_and_go() -> None:
+    fractions = (0.7, 0.15, 0.15)
+    ids = [f"R01-{i:03d}" for i in range(24)]
+    full = assign_splits(ids, fractions, seed=0)
+    for gone in ids:  # one subject dropped: nobody else moves
+        rest = [s for s in ids if s != gone]
+        assert assign_splits(rest, fractions, seed=0) == {s: full[s] for s in rest}
+    more = assign_splits(ids + [f"R02-{i:03d}" for i in range(50)], fractions, seed=0)
+    assert {s: more[s] for s in ids} == full  # subjects added: nobody moves
+
+
+def test_split_fractions_hold_on_many_subjects() -> None:
+    ids = [f"SUBJ-{i:05d}" for i in range(1000)]
+    for fractions in [(0.7, 0.15, 0.15), (0.5, 0.5, 0.0)]:
+        got = list(assign_splits(ids, fractions, seed=3).values())
+        for name, want in zip(("train", "val", "test"), fractions):
+            assert abs(got.count(name) / len(ids) - want) < 0.04, (name, got.count(name))
+
+
+def test_seed_with_splits_names_a_seed_that_fills_the_splits() -> None:
+    ids = ["R01-023", "R01-024"]
+    assert "train" not in assign_splits(ids, (0.7, 0.15, 0.15), seed=0).values()  # why prep would refuse
+    seed = seed_with_splits(ids, (0.7, 0.15, 0.15), 0)
+    assert list(assign_splits(ids, (0.7, 0.15, 0.15), seed).values()) == ["train", "train"]
+    six = [f"SYN-{i:04d}" for i in range(1, 7)]
+    got = assign_splits(six, (0.5, 0.25, 0.25), seed_with_splits(six, (0.5, 0.25, 0.25), 0))
+    assert sorted(set(got.values())) == ["test", "train", "val"] and list(got.values()).count("train") >= 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,8 +363,9 @@ def test_synthetic_cohort_nifti(synthetic_cohort: Path, tmp_path: Path, ray_clus
 @pytest.mark.filterwarnings("ignore:The string .* is unlikely to represent:UserWarning")  # highdicom, on the writer
 def test_synthetic_cohort_tcia(synthetic_cohort_tcia: Path, tmp_path: Path, ray_cluster) -> None:
     out = tmp_path / "ds"
+    # --seed 1: 2 of the 3 subjects in train (seed 0 puts 1 there; log_zscore needs 2).
     code = main(["--tcia-root", str(synthetic_cohort_tcia / "tcia"), "--genes", str(synthetic_cohort_tcia / "genes.tsv"),
-                 "--out", str(out), *[f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]])
+                 "--out", str(out), "--seed", "1", *[f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]])
     assert code == 0
     _check_against_truth(out, synthetic_cohort_tcia, SIZE)
     manifest = schema.read_manifest(out)
@@ -362,3 +396,94 @@ def test_radiogen_prep_command(phantom_cohort: Path, tmp_path: Path) -> None:
     code = "import sys, data_prep.prep; print('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------------
+# Genes on the training split, splits of small cohorts, fingerprint, warnings
+
+
+def _genes_rows(path: Path, subjects: list[str], rows: dict[str, list[float]]) -> Path:
+    lines = ["gene_symbol\t" + "\t".join(subjects)]
+    lines += [f"{g}\t" + "\t".join(f"{v:g}" for v in values) for g, values in rows.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_constant_genes_dropped_and_clipping_said(phantom_cohort: Path, tmp_path: Path, capsys) -> None:
+    subjects = [f"PH-{s}" for s in range(4)]
+    splits = assign_splits(subjects, (0.7, 0.15, 0.15), 0)
+    assert [splits[s] for s in subjects] == ["train", "train", "test", "train"]  # what the rows below rely on
+    rows = {"ZERO": [0, 0, 0.39, 0], "FIVE": [5, 5, 80, 5], "NEAR": [10, 11, 1000, 10],
+            **{f"G{g}": list(np.random.default_rng(g).poisson(50, 4).astype(float)) for g in range(5)}}
+    genes = _genes_rows(tmp_path / "genes.tsv", subjects, rows)
+    assert main(["--cases", str(phantom_cohort / "cases.csv"), "--genes", str(genes), "--out", str(tmp_path / "ds"),
+                 "--workers", "0", "--image-size", str(SIZE), "--bg-vois", "1", "--bg-slices", "4"]) == 0
+    printed = capsys.readouterr().out
+    manifest = schema.read_manifest(tmp_path / "ds")
+    from data_prep.gene_table import CONSTANT_REASON
+    from radiogen.genes import Z_CLIP, apply_gene_stats
+
+    assert manifest["genes"]["dropped"] == {CONSTANT_REASON: ["ZERO", "FIVE"]}
+    assert manifest["gene_names"] == ["NEAR", *[f"G{g}" for g in range(5)]]
+    assert "warning: 2 genes constant on the training split dropped (listed in manifest.json genes.dropped)" in printed
+    assert "2 dropped (constant on the training split" in printed
+    # NEAR varies a little on train and is 1000 in the test subject: clipped, counted and said.
+    assert manifest["genes"]["clipped"] == {"values": 1, "subjects": ["PH-2"]}
+    assert manifest["gene_stats"]["clip"] == manifest["genes"]["zscore_clip"] == Z_CLIP
+    assert f"warning: 1 gene values of 1 subjects lie outside +-{Z_CLIP:g} after log_zscore" in printed
+    z = apply_gene_stats(schema.gene_stats(manifest, "log_zscore"), schema.read_genes(tmp_path / "ds").values)
+    assert np.abs(z).max() == Z_CLIP
+
+
+def test_empty_training_split_is_refused_with_a_seed_that_works(phantom_cohort: Path, tmp_path: Path) -> None:
+    rows = [r.split(",") for r in (phantom_cohort / "cases.csv").read_text().splitlines()[1:]]
+    sid = next(r[0] for r in rows if assign_splits([r[0]], (0.7, 0.15, 0.15), 0)[r[0]] != "train")
+    write_cases_csv(tmp_path / "cases.csv", [(sid, str(phantom_cohort / r[1]), str(phantom_cohort / r[2]))
+                                             for r in rows if r[0] == sid])
+    opts = dict(genes=phantom_cohort / "genes.tsv", cases=tmp_path / "cases.csv", workers=0)
+    with pytest.raises(PrepError, match="no training subject") as err:
+        run_prep(PrepOptions(out=tmp_path / "ds", params=PrepParams(**FAST), **opts))
+    seed = seed_with_splits([sid], (0.7, 0.15, 0.15), 0)
+    assert f"--seed {seed} gives 1 train / 0 val / 0 test" in str(err.value)
+    manifest = run_prep(PrepOptions(out=tmp_path / "ds", params=PrepParams(**FAST, seed=seed), **opts))
+    assert manifest["splits"]["train"] == [sid] and manifest["gene_stats"] is None
+    assert "at least 2 training subjects" in manifest["genes"]["stats_note"]
+    assert any(w.startswith("1 training subject") for w in manifest["warnings"])
+
+
+def test_identical_inputs_give_identical_fingerprints(phantom_cohort: Path, tmp_path: Path, ray_cluster) -> None:
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    assert main(_args(phantom_cohort, a)) == 0  # Ray tasks
+    assert main(_args(phantom_cohort, b, "--workers", "0")) == 0  # in process, another cache
+    assert main(_args(phantom_cohort, c, "--workers", "0", "--seed", "1")) == 0
+    ma, mb = schema.read_manifest(a), schema.read_manifest(b)
+    assert ma["outputs"] == mb["outputs"] and set(ma["outputs"]) == {*ma["files"]["slices"], schema.GENES_FILE}
+    assert schema.dataset_fingerprint(a) == schema.dataset_fingerprint(b) != schema.dataset_fingerprint(c)
+    schema.verify_dataset(a)
+    assert main(_args(phantom_cohort, a)) == 0  # from the cache: the same dataset again
+    assert schema.dataset_fingerprint(a) == schema.dataset_fingerprint(b)
+
+
+def test_subject_warnings_are_printed_once_per_kind() -> None:
+    from data_prep.prep import outcome_lines
+
+    outcomes = {f"S{i}": {"status": "ok", "reason": "", "warnings": [f"CT ends within 30 mm of a nodule: nodule {i}"]}
+                for i in range(7)}
+    outcomes["S0"]["warnings"].append("mask speck ignored (< 10 mm3): a component of 2.0 mm3")
+    assert outcome_lines(outcomes) == [
+        "warning: 7 subjects: CT ends within 30 mm of a nodule (S0, S1, S2, S3, S4, ...; details in manifest.json "
+        "subjects)",
+        "warning: S0: mask speck ignored (< 10 mm3): a component of 2.0 mm3"]
+
+
+def test_demo_cohort_prepares_without_warnings(tmp_path: Path, capsys) -> None:
+    """The README demo's cohort and prep arguments (prep in process here)."""
+    from data_prep.cohort import write_cohort
+
+    cohort = write_cohort(tmp_path / "cohort", subjects=12, seed=0, matrix=128)
+    assert main(["--cases", str(cohort / "cases.csv"), "--genes", str(cohort / "genes.tsv"), "--out",
+                 str(tmp_path / "data"), "--image-size", "32", "--bg-slices", "10", "--workers", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "prep: 12 subjects ok" in printed and "warning" not in printed.lower(), printed
+    manifest = schema.read_manifest(tmp_path / "data")
+    assert all(o["n_background_slices"] == 20 for o in manifest["subjects"].values())

@@ -139,7 +139,7 @@ def test_edge_nodule_is_padded_and_said(bad_run) -> None:
     _, manifest, printed, out = bad_run
     warnings = manifest["subjects"]["EDGE"]["warnings"]
     assert any("too close to the image edge" in w and "padded" in w for w in warnings)
-    assert any("the CT ends within 30 mm of it" in w for w in warnings)
+    assert any(w.startswith("CT ends within 30 mm of a nodule") for w in warnings)
     assert "too close to the image edge" in printed
     table = schema.open_dataset(out).to_table()
     padded = [p for s, k, p in zip(table["subject_id"].to_pylist(), table["kind"].to_pylist(),
@@ -174,7 +174,8 @@ def test_no_subject_made_it_exits_nonzero(bad_cohort: Path, tmp_path: Path, caps
 
 
 def test_every_gene_has_an_na(bad_cohort: Path, tmp_path: Path, capsys) -> None:
-    columns = ["GOOD-1", "GOOD-2"]
+    # EDGE has every value: a gene imputed from one training value would be constant on the split.
+    columns = ["GOOD-1", "GOOD-2", "EDGE"]
     _genes_tsv(tmp_path / "genes.tsv", columns, n_genes=3, cells={(0, "GOOD-1"): "NA", (1, "GOOD-2"): "",
                                                                   (2, "GOOD-1"): "NA"})
     args = ["--cases", str(bad_cohort / "cases.csv"), "--genes", str(tmp_path / "genes.tsv"), "--workers", "0", *FAST]
@@ -246,6 +247,53 @@ def test_gene_table_errors(tmp_path: Path) -> None:
         gt.parse_na_policy("max-fraction=1.5")
 
 
+def test_duplicate_gene_symbols_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "g.tsv"
+    path.write_text("gene_symbol\tA\tB\nTP53\t1\t2\nEGFR\t3\t4\nTP53\t5\t6\nKRAS\t1\t1\nKRAS\t2\t2\nKRAS\t3\t3\n")
+    with pytest.raises(gt.GeneTableError, match=r"2 gene symbol\(s\) occur more than once: 'KRAS' x3, 'TP53' x2; "
+                                                 r"symbols must be unique"):
+        gt.read_gene_table(path)
+
+
+def test_empty_columns_and_all_zero_subjects_are_said(tmp_path: Path) -> None:
+    # A trailing tab on every line (an empty last column) and a subject that is 0 everywhere.
+    path = tmp_path / "g.tsv"
+    path.write_text("gene_symbol\tA\tZ\tB\t\nG1\t1\t0\t2\t\nG2\t3\t0\tNA\t\n")
+    t = gt.read_gene_table(path)
+    assert t.subjects == ["A", "Z", "B"] and t.genes == ["G1", "G2"]
+    assert any("1 empty column(s) without name or values ignored (column 5)" in w for w in t.warnings)
+    assert any("1 subject(s) have 0 for every gene" in w and ": Z;" in w for w in t.warnings)
+    samples = tmp_path / "s.csv"  # the same in the other orientation: an empty trailing column is no gene
+    samples.write_text("id,G1,G2,\nA,1,3,\nB,2,4,\n")
+    t = gt.read_gene_table(samples, "samples-x-genes")
+    assert t.genes == ["G1", "G2"] and t.subjects == ["A", "B"] and len(t.warnings) == 1
+
+
+def test_trailing_tab_in_gene_table_is_no_subject(bad_cohort: Path, tmp_path: Path, capsys) -> None:
+    columns = ["GOOD-1", "GOOD-2", "EDGE"]
+    text = _genes_tsv(tmp_path / "genes.tsv", columns).read_text()
+    (tmp_path / "genes.tsv").write_text("".join(line + "\t\n" for line in text.splitlines()))
+    rows = [r for r in (bad_cohort / "cases.csv").read_text().splitlines()[1:] if r.split(",")[0] in columns]
+    (tmp_path / "img").symlink_to(bad_cohort / "img")
+    (tmp_path / "cases.csv").write_text("\ufeffsubject_id,image,mask\n" + "\n".join(rows) + "\n")  # with a BOM
+    assert main(["--cases", str(tmp_path / "cases.csv"), "--genes", str(tmp_path / "genes.tsv"),
+                 "--out", str(tmp_path / "ds"), "--workers", "0", *FAST]) == 0
+    manifest = schema.read_manifest(tmp_path / "ds")
+    assert sorted(manifest["subjects"]) == sorted(columns)  # no subject '' excluded as unsafe
+    assert "warning: gene table genes.tsv: 1 empty column(s) without name or values ignored" in capsys.readouterr().out
+
+
+def test_cases_file_with_byte_order_mark(tmp_path: Path) -> None:
+    from data_prep.readers import read_cases_file
+
+    (tmp_path / "cases.csv").write_bytes("subject_id,image,mask\nS1,a.nii.gz,b.nii.gz\n".encode("utf-8-sig"))
+    (case,) = read_cases_file(tmp_path / "cases.csv")
+    assert case.subject_id == "S1" and case.image == str(tmp_path / "a.nii.gz")
+    (tmp_path / "latin.csv").write_bytes("subject_id,image,mask\nS\xe9,a,b\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8 text"):
+        read_cases_file(tmp_path / "latin.csv")
+
+
 # ---------------------------------------------------------------------------------------------
 # DICOM SEG that references another series (real TCIA CT files, SEG written with highdicom)
 
@@ -286,7 +334,7 @@ def test_seg_is_aligned_by_position_and_other_series_refused(real_data: Path, tm
     good, bad = tmp_path / "good", tmp_path / "bad"
     _tcia_subject(real_data, good, other_series=False)
     _tcia_subject(real_data, bad, other_series=True)
-    args = ["--genes", str(tmp_path / "genes.tsv"), "--workers", "0", *FAST]
+    args = ["--genes", str(tmp_path / "genes.tsv"), "--workers", "0", "--split", "1,0,0", *FAST]
 
     assert main(["--tcia-root", str(good), "--out", str(tmp_path / "ds"), *args]) == 0
     manifest = schema.read_manifest(tmp_path / "ds")
@@ -296,7 +344,7 @@ def test_seg_is_aligned_by_position_and_other_series_refused(real_data: Path, tm
     ct = sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(next(good.glob("R01-005/*/*-*")))))
     want = ct.TransformContinuousIndexToPhysicalPoint((260.0, 300.0, 4.5))
     assert np.allclose(outcome["nodule_centres_mm"][0], want, atol=0.05)
-    assert any("the CT ends within 30 mm" in w for w in outcome["warnings"])  # a 10 mm slab
+    assert any(w.startswith("CT ends within 30 mm of a nodule") for w in outcome["warnings"])  # a 10 mm slab
 
     capsys.readouterr()
     assert main(["--tcia-root", str(bad), "--out", str(tmp_path / "ds2"), *args]) != 0

@@ -30,13 +30,14 @@ def _slice_table(n: int, rng: np.random.Generator, *, subject: str = "S1", split
     }, schema=schema.SLICE_SCHEMA)
 
 
-def _manifest(files: list[str], gene_names: list[str], stats: dict | None) -> dict:
+def _manifest(files: list[str], gene_names: list[str], stats: dict | None, outputs: dict | None = None) -> dict:
     return {
         "schema_version": schema.SCHEMA_VERSION, "created_utc": "2024-01-01T00:00:00+00:00", "radiogen_version": "0",
         "image": {"size": SIZE, "pixel_spacing_mm": 60 / SIZE, "voi_mm": 60.0, "hu_window": [-1000, 500]},
         "params": {}, "gene_names": gene_names, "genes": {}, "gene_stats": stats,
         "splits": {"train": ["S1"], "val": [], "test": []}, "counts": {}, "inputs": {},
         "subjects": {"S1": {"status": "ok", "reason": ""}}, "files": {"slices": files, "genes": schema.GENES_FILE},
+        "outputs": outputs or {},
     }
 
 
@@ -48,7 +49,8 @@ def dataset(tmp_path: Path) -> tuple[Path, pa.Table, np.ndarray]:
     genes = rng.gamma(2.0, 50.0, (1, 7)).astype(np.float32)  # stats are fitted on the stored float32 values
     schema.write_gene_file(["S1"], ["train"], genes, tmp_path)
     stats = fit_gene_stats(genes, "log_zscore").to_dict()
-    schema.write_manifest(_manifest(files, [f"G{i}" for i in range(7)], stats), tmp_path)
+    outputs = schema.output_hashes(tmp_path, [*files, schema.GENES_FILE])
+    schema.write_manifest(_manifest(files, [f"G{i}" for i in range(7)], stats, outputs), tmp_path)
     return tmp_path, table, genes
 
 
@@ -111,6 +113,42 @@ def test_parquet_file_of_other_version_refused(dataset) -> None:
     pq.write_table(old, root / rel)
     with pytest.raises(schema.SchemaError, match="schema version '0'|schema version 0"):
         schema.open_dataset(root)
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.unlink(), "is missing"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-100]), "is truncated"),
+    (_flip_byte, "has changed since it was written"),
+])
+def test_verify_dataset_names_a_damaged_file(dataset, damage, message) -> None:
+    root, _, _ = dataset
+    schema.verify_dataset(root)
+    rel = schema.read_manifest(root)["files"]["slices"][0]
+    damage(root / rel)
+    with pytest.raises(schema.SchemaError, match=message) as err:
+        schema.verify_dataset(root)
+    assert rel in str(err.value) and "re-run `radiogen prep`" in str(err.value)
+
+
+def test_fingerprint_follows_content_not_time(dataset) -> None:
+    root, _, _ = dataset
+    path = root / schema.MANIFEST_NAME
+    first = schema.dataset_fingerprint(root)
+    assert len(first) == 16 and int(first, 16) >= 0
+    manifest = json.loads(path.read_text())
+    manifest["created_utc"] = "2031-05-05T05:05:05+00:00"
+    manifest["params"]["source"] = "/elsewhere/cases.csv"  # the same inputs, copied elsewhere
+    path.write_text(json.dumps(manifest))
+    assert schema.dataset_fingerprint(root) == first
+    manifest["outputs"][schema.GENES_FILE]["sha256"] = "0" * 64
+    path.write_text(json.dumps(manifest))
+    assert schema.dataset_fingerprint(root) != first
 
 
 def test_dataset_without_manifest_is_not_a_dataset(tmp_path: Path) -> None:
