@@ -1,0 +1,167 @@
+"""The evaluation report: metric names, the key-metric summary lines, and the markdown report.
+
+Metrics are flat: `eval/<split>/<who>/<group>/<name>` (`metric_name`), split "train" or "heldout"
+(val + test subjects), who one of WHO. The report is self-contained markdown that links its figures
+as `figures/<name>.png` beside it; a value that is undefined (too few subjects, no nodule drawn) is
+NaN in the metrics and "n/a" in the report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+SPLIT_TITLES = {"train": "training subjects", "heldout": "held-out subjects (val + test)"}
+WHO = {
+    "model": "proposed (evaluated model)",
+    "baseline": "baseline (MC-GAN)",
+    "genes_pca": "raw genes (PCA)",
+    "classical": "classical pipeline (metagenes)",
+    "genes_direct": "single genes vs real phenotype (reference)",
+}
+PROGRAMS = ("size", "density", "irregularity", "texture")
+
+
+def metric_name(split: str, who: str, *parts: str) -> str:
+    return "/".join(("eval", split, who, *parts))
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if float(value).is_integer() and abs(value) < 10**6:
+        return str(int(value))  # counts
+    if value != 0 and (abs(value) >= 10**4 or abs(value) < 10**-3):
+        return f"{value:.2e}"
+    return f"{value:.{digits}g}" if abs(value) >= 1 else f"{value:.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def key_metrics(metrics: dict[str, float], splits: Sequence[str] = ("train", "heldout")) -> list[str]:
+    """One line per split with the headline numbers (printed last by `radiogen eval`)."""
+    lines = []
+    for split in splits:
+        m = lambda *p: metrics.get(metric_name(split, *p), math.nan)  # noqa: E731
+        n = metrics.get(metric_name(split, "n_subjects"), 0)
+        if not n > 0:
+            continue
+        line = (f"{split} ({int(n)} subjects): "
+                f"frechet {fmt(m('model', 'realism', 'frechet_radiomic'))}, "
+                f"mask area ratio {fmt(m('model', 'realism', 'mask_area_ratio'))}, "
+                f"background L1 {fmt(m('model', 'background', 'l1'))}, "
+                f"retrieval top1 {fmt(m('model', 'conditioning', 'top1'))} "
+                f"(chance {fmt(m('model', 'conditioning', 'chance_top1'))}, p {fmt(m('model', 'conditioning', 'p_top1'))}), "
+                f"map quality {fmt(m('model', 'map', 'quality'))}, "
+                f"map cells significant {fmt(m('model', 'map', 'n_significant'))} "
+                f"(classical {fmt(m('classical', 'map', 'n_significant'))})")
+        if metric_name(split, "model", "truth", "auroc") in metrics:
+            line += (f", link AUROC learned {fmt(m('model', 'truth', 'auroc'))} "
+                     f"vs classical {fmt(m('classical', 'truth', 'auroc'))}")
+        lines.append(line)
+    return lines
+
+
+def render_report(*, context: dict[str, str], metrics: dict[str, float], figures: dict[str, dict],
+                  top_links: dict[str, list[dict]], has_baseline: bool,
+                  splits: Sequence[str] = ("train", "heldout")) -> str:
+    """The markdown report.
+
+    context: ordered "what was evaluated" entries (model, baseline, dataset, fingerprint, settings);
+    figures: file name -> {"caption", ...} (from pipeline.Evaluation); top_links: "<split>/<who>" ->
+    strongest significant map cells.
+    """
+    splits = [s for s in splits if metrics.get(f"eval/{s}/n_subjects", 0) > 0]
+    models = ["model"] + (["baseline"] if has_baseline else [])
+    has_truth = any(metric_name(s, "model", "truth", "auroc") in metrics for s in splits)
+
+    def val(split: str, *parts: str) -> str:
+        return fmt(metrics.get(metric_name(split, *parts)))
+
+    cols = [f"{WHO[w].split(' (')[0]}, {s}" for s in splits for w in models]
+    out = ["# radiogen evaluation", ""]
+    out += [f"- **{k}**: {v}" for k, v in context.items()]
+    out += ["", "## Summary", ""] + [f"- {line}" for line in key_metrics(metrics, splits)]
+    out += ["", _table(["subjects", *splits], [["subjects", *(fmt(metrics.get(f"eval/{s}/n_subjects")) for s in splits)],
+                                                ["real nodule slices",
+                                                 *(fmt(metrics.get(f"eval/{s}/n_slices")) for s in splits)]])]
+
+    out += ["", "## Realism", "",
+            "Radiomic Fréchet distance and KID between pyradiomics features (first order, 2D shape, GLCM) of real "
+            "and synthetic nodules, z-scored on the real set (no pretrained network: values compare runs on the "
+            "same real set only). Synthetic nodules are the gene swap: every subject's genes over the same "
+            "fixed backgrounds. Background fidelity: L1 and SSIM to the input background outside the dilated mask.",
+            ""]
+    rows = [("frechet_radiomic", "realism", "Fréchet (radiomic)"), ("kid_radiomic", "realism", "KID (radiomic)"),
+            ("empty_mask_fraction", "realism", "empty synthetic masks"),
+            ("mask_area_ratio", "realism", "mask area synthetic / real"),
+            ("l1", "background", "background L1"), ("ssim", "background", "background SSIM")]
+    out.append(_table(["metric", *cols], [[label, *(val(s, w, g, k) for s in splits for w in models)]
+                                          for k, g, label in rows]))
+
+    out += ["", "## Conditioning", "",
+            "Gene swap over fixed backgrounds and noise: does a subject's synthetic nodule (features averaged over "
+            "the backgrounds) retrieve that subject's real nodule among all subjects? Chance = k / subjects; p from "
+            "permuting the subject pairing. Map quality: mean over the four phenotype features (cheap features of "
+            "radiogen.metrics) of Spearman rho between subjects' synthetic and real values.", ""]
+    rows = [("top1", "top-1 retrieval"), ("chance_top1", "chance top-1"), ("p_top1", "p top-1"),
+            ("top5", "top-5 retrieval"), ("chance_top5", "chance top-5"), ("p_top5", "p top-5")]
+    table = [[label, *(val(s, w, "conditioning", k) for s in splits for w in models)] for k, label in rows]
+    table.append(["map quality", *(val(s, w, "map", "quality") for s in splits for w in models)])
+    out.append(_table(["metric", *cols], table))
+
+    reps = ["genes_pca", *models]
+    out += ["", "## Code structure", "",
+            "Silhouette of KMeans clusters of each representation; cross-validated ridge probe (R², permutation p) "
+            "from the representation to each program's real nodule feature "
+            "(size: shape2D_PixelSurface, density: firstorder_Mean, irregularity: shape2D_Sphericity, texture: "
+            "glcm_JointEntropy).", ""]
+    header = ["representation", *(f"{h}, {s}" for s in splits for h in ("silhouette", *PROGRAMS))]
+    out.append(_table(header, [[WHO[w], *(cell for s in splits for cell in
+                                         [val(s, w, "code", "silhouette"),
+                                          *(f"{val(s, w, 'code', f'probe_r2/{p}')} (p {val(s, w, 'code', f'probe_p/{p}')})"
+                                            for p in PROGRAMS)])] for w in reps]))
+
+    out += ["", "## Radiogenomic map", "",
+            "Spearman rho across subjects between each code dimension (learned) or metagene (classical: Ward "
+            "clusters of co-expressed genes, then the same features, then the same test) and each nodule feature; "
+            "two-sided permutation p, Benjamini-Hochberg FDR over all cells, significant at q < 0.05. Cluster rows: "
+            "membership of each code cluster vs the features.", ""]
+    whos = [*models, "classical"]
+    header = ["map", *(f"{h}, {s}" for s in splits for h in ("significant / cells", "max |rho|", "cluster rows sig."))]
+    out.append(_table(header, [[WHO[w], *(cell for s in splits for cell in
+                                         [f"{val(s, w, 'map', 'n_significant')} / {val(s, w, 'map', 'n_cells')}",
+                                          val(s, w, "map", "max_abs_rho"),
+                                          val(s, w, "map", "clusters_n_significant") if w != "classical" else "-"])]
+                               for w in whos]))
+    for s in splits:
+        for w in whos:
+            cells = top_links.get(f"{s}/{w}", [])
+            if cells:
+                out += ["", f"Strongest significant cells, {WHO[w]}, {s}: "
+                        + "; ".join(f"{c['row']} ~ {c['feature']} (rho {fmt(c['rho'])}, q {fmt(c['q'])})" for c in cells)]
+
+    if has_truth:
+        out += ["", "## Ground truth (synthetic cohort)", "",
+                "Link AUROC: how well each method's gene x program scores rank the true gene -> program links above "
+                "the rest. Learned: |Spearman rho| between each gene and each program's phenotype feature of the "
+                "subject's synthetic nodules (gene swap). Classical: a gene inherits |rho| of its metagene with the "
+                "real phenotype feature. Reference: each gene vs the real phenotype directly. Probe: cross-validated "
+                "R² of each true program from the representation (p from a permutation null).", ""]
+        auroc_rows = [*models, "classical", "genes_direct"]
+        out.append(_table(["method", *(f"link AUROC, {s}" for s in splits)],
+                          [[WHO[w], *(val(s, w, "truth", "auroc") for s in splits)] for w in auroc_rows]))
+        out += [""]
+        header = ["representation", *(f"{p}, {s}" for s in splits for p in PROGRAMS)]
+        out.append(_table(header, [[WHO[w], *(f"{val(s, w, 'truth', f'probe_r2/{p}')} (p {val(s, w, 'truth', f'probe_p/{p}')})"
+                                             for s in splits for p in PROGRAMS)]
+                                   for w in [*models, "classical", "genes_pca"]]))
+
+    out += ["", "## Figures", ""]
+    for name, info in figures.items():
+        out += [f"![{name}](figures/{name})", "", f"*{info['caption']}*", ""]
+    return "\n".join(out).rstrip() + "\n"
