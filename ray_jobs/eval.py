@@ -1,0 +1,337 @@
+"""`radiogen eval` / `python -m ray_jobs.eval`: evaluate a trained generator on a prepared dataset (DESIGN §5).
+
+The model is an MLflow training run (`--run RUN_ID`: its weights-only `generator_ema_weights.pt`
+artifact, else its latest checkpoint under --runs-dir) or a checkpoint (`--checkpoint PATH`). The
+evaluation (radiogen.evaluation.pipeline) measures realism, conditioning, code structure, the
+radiogenomic map and the classical pipeline on the training and the held-out subjects, and with
+`--truth` scores both maps against the synthetic cohort's known links. It writes OUT/report.md,
+OUT/metrics.json and OUT/figures/*.png (atomically), and logs them with `eval/...` metrics to an
+MLflow child run of the evaluated run (a run of experiment `radiogen-eval` for a bare checkpoint;
+none with --no-mlflow).
+
+Heavy packages are imported inside functions: the `radiogen` parser imports this module for
+`add_arguments` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+WEIGHTS_ARTIFACT = "generator_ema_weights.pt"  # logged beside the model by ray_jobs.tracking.Tracker.log_generator
+EVAL_EXPERIMENT = "radiogen-eval"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `radiogen eval` (argparse only)."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="RUN_ID", help="MLflow run id of a training run (the model to evaluate)")
+    src.add_argument("--checkpoint", metavar="PATH",
+                     help="a training checkpoint: a state.pt, its step_* folder, a run folder RUNS/<name> (its latest "
+                          "checkpoint), or a weights-only generator_ema_weights.pt")
+    p.add_argument("--data", required=True, help="prepared dataset folder (output of `radiogen prep`)")
+    p.add_argument("--baseline", metavar="RUN_ID|PATH", default=None,
+                   help="the MC-GAN baseline (run id or checkpoint path) for Fig. 3/4 and the comparison")
+    p.add_argument("--truth", metavar="PATH", default=None,
+                   help="truth.json of the synthetic cohort the dataset was prepared from: link AUROC and program probes")
+    p.add_argument("--out", default=None, help="report folder (default RUNS_DIR/eval/<run or checkpoint name>)")
+    p.add_argument("--runs-dir", default="runs", help="where training runs keep checkpoints (default runs)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///RUNS_DIR/mlflow.db)")
+    p.add_argument("--no-mlflow", action="store_true", help="write the report only (not with --run)")
+    p.add_argument("--backgrounds", type=int, default=8, help="fixed backgrounds of the gene swap (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of backgrounds, noise, clusters, permutations (default 0)")
+    p.add_argument("--n-perm", type=int, default=1000,
+                   help="permutations of the retrieval and association-map tests (default 1000)")
+    p.add_argument("--probe-perm", type=int, default=100, help="permutations of each linear-probe null (default 100)")
+    p.add_argument("--clusters", type=int, default=3, help="KMeans clusters of the codes (default 3, as Fig. 4)")
+    p.add_argument("--metagenes", type=int, default=8, help="metagenes of the classical pipeline (default 8)")
+    p.add_argument("--device", default=None, help="torch device (default cuda when available, else cpu)")
+
+
+class EvalError(RuntimeError):
+    """A problem with the command's inputs; the message says what to change."""
+
+
+def _latest_state(folder: Path) -> Path | None:
+    """The newest state.pt below a run folder (local: checkpoints/step_*, Ray: step_* directly)."""
+    found = sorted(folder.glob("checkpoints/step_*/state.pt")) + sorted(folder.glob("step_*/state.pt"))
+    return max(found, key=lambda p: p.parent.name) if found else None
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A state.pt / weights file from a path to it, to its step_* folder, or to a run folder."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if (path / "state.pt").is_file():
+        return path / "state.pt"
+    if path.is_dir() and (latest := _latest_state(path)) is not None:
+        return latest
+    raise EvalError(f"{path}: no checkpoint there (expected a state.pt, a step_* folder or a run folder with "
+                    f"checkpoints/step_*/state.pt)")
+
+
+def checkpoint_name(path: Path) -> str:
+    """A readable name for a checkpoint: <run folder>-<step folder> where the layout shows them."""
+    step = path.parent.name if path.name == "state.pt" else path.stem
+    run = path.parent.parent
+    run = run.parent if run.name == "checkpoints" else run
+    return f"{run.name}-{step}" if step.startswith("step_") and run.name else step
+
+
+def load_model(path: Path, label: str, manifest: dict, source: str, device):
+    """pipeline.Model from a training checkpoint (gene statistics from the dataset) or a weights-only file
+    (gene names checked against the dataset, its own statistics)."""
+    import torch
+
+    from radiogen import schema
+    from radiogen.checkpoint import load_generator, read_checkpoint
+    from radiogen.config import ExperimentConfig, from_dict
+    from radiogen.evaluation.pipeline import Model
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(payload, dict) and "state_dict" in payload and "gene_names" in payload:
+        from .generator_model import load_weights
+
+        module = load_weights(path)
+        if list(module.gene_names) != list(manifest["gene_names"]):
+            raise EvalError(f"{source}: the model was trained on other genes than the dataset's (or in another "
+                            f"order); evaluate it on a dataset prepared with the same gene table")
+        cfg = from_dict(ExperimentConfig, payload["config"])
+        return Model(label, module.generator.to(device).eval(), cfg, module.stats, source)
+    read_checkpoint(path)  # format check with a readable error
+    G, cfg = load_generator(path, device)
+    n_genes = len(manifest["gene_names"])
+    if cfg.data.n_genes != n_genes:
+        raise EvalError(f"{source}: the model takes {cfg.data.n_genes} genes but the dataset has {n_genes}; "
+                        f"evaluate it on the dataset it was trained on")
+    return Model(label, G, cfg, schema.gene_stats(manifest, cfg.data.gene_norm), source)
+
+
+def resolve_run(client, run_id: str, runs_dir: Path, scratch: Path) -> tuple[Path, object]:
+    """(weights or checkpoint file, MLflow run) of a training run: its weights artifact, else its latest
+    checkpoint under runs_dir (a run still training, or one logged before the weights file existed)."""
+    from .tracking import RUN_NAME_TAG, with_retry
+
+    try:
+        run = with_retry(lambda: client.get_run(run_id), f"get run {run_id}")
+    except Exception as err:  # noqa: BLE001 - mlflow raises its own types for a missing run
+        raise EvalError(f"MLflow run {run_id} not found at this tracking URI ({str(err)[:200]})") from None
+    names = {a.path for a in with_retry(lambda: client.list_artifacts(run_id), "list artifacts")}
+    if WEIGHTS_ARTIFACT in names:
+        target = scratch / run_id
+        target.mkdir(parents=True, exist_ok=True)
+        local = with_retry(lambda: client.download_artifacts(run_id, WEIGHTS_ARTIFACT, str(target)),
+                           "download weights")
+        return Path(local), run
+    name = run.data.tags.get(RUN_NAME_TAG) or run.info.run_name
+    for folder in (runs_dir / name, runs_dir / "ray" / name):
+        if (latest := _latest_state(folder)) is not None:
+            return latest, run
+    raise EvalError(f"MLflow run {run_id} ({name}) has no {WEIGHTS_ARTIFACT} artifact (training not finished?) and "
+                    f"no checkpoint under {runs_dir / name} or {runs_dir / 'ray' / name}; pass --runs-dir of that "
+                    f"training or --checkpoint PATH")
+
+
+def _write_atomically(out: Path, fill):
+    """Build the folder beside `out` with fill(folder), then swap it in (a reader sees the old or the new
+    one); returns what fill returns."""
+    import shutil
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        result = fill(tmp)
+        for path in [tmp, *tmp.rglob("*")]:  # mkdtemp/mkstemp make owner-only files; a report is for sharing
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.replace(old / "x")
+        tmp.replace(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return result
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _json_ready(value):
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+    import time
+
+    import torch
+
+    from radiogen import schema
+    from radiogen.evaluation.pipeline import evaluate, load_data
+    from radiogen.evaluation.report import key_metrics, render_report
+
+    from .tracking import TrackingUnavailable, check_tracking, code_version, default_tracking_uri, with_retry
+
+    start = time.perf_counter()
+    runs_dir = Path(args.runs_dir).resolve()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    use_mlflow = not args.no_mlflow
+    client = parent = uri = None
+    scratch = Path(tempfile.mkdtemp(prefix="radiogen-eval-"))
+    try:
+        if args.no_mlflow and (args.run or (args.baseline and not Path(args.baseline).exists())):
+            raise EvalError("--no-mlflow cannot look up an MLflow run; pass checkpoints (--checkpoint, --baseline PATH)")
+        for flag, value, least in (("--backgrounds", args.backgrounds, 1), ("--n-perm", args.n_perm, 1),
+                                   ("--probe-perm", args.probe_perm, 1), ("--clusters", args.clusters, 2),
+                                   ("--metagenes", args.metagenes, 1)):
+            if value < least:
+                raise EvalError(f"{flag} must be at least {least}, got {value}")
+        data_dir = Path(args.data).resolve()
+        manifest = schema.read_manifest(data_dir)
+        truth = json.loads(Path(args.truth).read_text()) if args.truth else None
+        if use_mlflow:
+            from mlflow import MlflowClient
+
+            uri = default_tracking_uri(runs_dir, args.tracking_uri)
+            check_tracking(uri)
+            client = MlflowClient(uri)
+
+        def resolve(spec: str, is_run: bool) -> tuple[Path, str, object]:
+            if is_run:
+                path, mlrun = resolve_run(client, spec, runs_dir, scratch)
+                return path, f"MLflow run {spec} ({mlrun.info.run_name})", mlrun
+            path = checkpoint_file(spec).resolve()
+            return path, str(path), None
+
+        path, source, parent = resolve(args.run or args.checkpoint, bool(args.run))
+        model = load_model(path, "model", manifest, source, device)
+        baseline = None
+        if args.baseline:
+            b_path, b_source, _ = resolve(args.baseline, not Path(args.baseline).exists())
+            baseline = load_model(b_path, "baseline", manifest, b_source, device)
+        name = parent.info.run_name if parent is not None else checkpoint_name(path)
+        out = Path(args.out).resolve() if args.out else runs_dir / "eval" / name
+        print(f"model: {source} ({model.cfg.generator.arch}); baseline: "
+              f"{baseline.source if baseline else 'none'}; device {device}")
+        data = load_data(data_dir, args.backgrounds, args.seed)
+    except (EvalError, schema.SchemaError, TrackingUnavailable, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    eval_run = None
+    if use_mlflow:
+        eval_run = _open_eval_run(client, parent, name, data.fingerprint, runs_dir, uri, args, code_version())
+        print(f"MLflow: eval run {eval_run} " + (f"(child of {parent.info.run_id})" if parent else
+                                                f"in experiment {EVAL_EXPERIMENT}") + f" at {uri}")
+        if parent is not None and parent.data.tags.get("radiogen.dataset_fingerprint") not in (None, data.fingerprint):
+            print(f"warning: the run was trained on dataset {parent.data.tags['radiogen.dataset_fingerprint']}, "
+                  f"this is dataset {data.fingerprint}: its train/held-out splits are this dataset's")
+    status = "FAILED"
+    try:
+        context = {"model": source, "baseline": baseline.source if baseline else "none",
+                   "dataset": f"{data_dir} (fingerprint {data.fingerprint})",
+                   "subjects": f"{len(data.subjects)} with genes and nodule slices",
+                   "settings": f"{args.backgrounds} fixed backgrounds, seed {args.seed}, {args.n_perm} permutations "
+                               f"(probes {args.probe_perm}), {args.clusters} code clusters, {args.metagenes} metagenes",
+                   "truth": args.truth or "none (real data: no ground truth)",
+                   "MLflow run": f"{eval_run} at {uri}" if eval_run else "not logged",
+                   "code version": code_version()}
+
+        def fill(folder: Path):
+            ev = evaluate(data, model, baseline, figures_dir=folder / "figures", truth=truth, n_perm=args.n_perm,
+                          probe_perm=args.probe_perm, n_clusters=args.clusters, n_metagenes=args.metagenes,
+                          seed=args.seed, device=device,
+                          log=lambda line: print(f"[{time.perf_counter() - start:5.0f} s] {line}", flush=True))
+            (folder / "report.md").write_text(render_report(context=context, metrics=ev.metrics, figures=ev.figures,
+                                                            top_links=ev.top_links, has_baseline=baseline is not None))
+            (folder / "metrics.json").write_text(json.dumps(_json_ready(
+                {"context": context, "metrics": ev.metrics, "figures": ev.figures, "top_links": ev.top_links,
+                 "feature_names": ev.feature_names}), indent=1) + "\n")
+            return ev
+
+        metrics = _write_atomically(out, fill).metrics
+        if eval_run:
+            _log_results(client, eval_run, metrics, out, with_retry)
+            print(f"MLflow: {sum(1 for v in metrics.values() if v == v)} metrics and the report logged to run {eval_run}")
+        status = "FINISHED"
+    finally:
+        if eval_run:
+            try:
+                with_retry(lambda: client.set_terminated(eval_run, status), "finish eval run")
+            except Exception as err:  # noqa: BLE001 - never hide the original error
+                print(f"tracking: could not mark eval run {eval_run} {status} ({err})", file=sys.stderr)
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+    for line in key_metrics(metrics):
+        print(line)
+    print(f"report: {out / 'report.md'} ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+def _open_eval_run(client, parent, name: str, fingerprint: str, runs_dir: Path, uri: str, args, version: str) -> str:
+    """A child run of the evaluated run (its experiment), or a run of EVAL_EXPERIMENT for a bare checkpoint."""
+    from mlflow.entities import Param
+
+    from .tracking import with_retry
+
+    if parent is not None:
+        exp_id = parent.info.experiment_id
+    else:
+        exp = with_retry(lambda: client.get_experiment_by_name(EVAL_EXPERIMENT), "get experiment")
+        if exp is None:
+            location = (runs_dir / "mlartifacts" / EVAL_EXPERIMENT).resolve().as_uri() if uri.startswith("sqlite:") else None
+            exp_id = with_retry(lambda: client.create_experiment(EVAL_EXPERIMENT, artifact_location=location),
+                                "create experiment")
+        else:
+            exp_id = exp.experiment_id
+    # No radiogen.run_name tag: training resumes the run carrying its name, and this is not that run.
+    tags = {"radiogen.dataset_fingerprint": fingerprint, "radiogen.code_version": version, "radiogen.kind": "eval"}
+    if parent is not None:
+        tags |= {"mlflow.parentRunId": parent.info.run_id, "radiogen.eval_of": parent.info.run_id}
+    run = with_retry(lambda: client.create_run(exp_id, run_name=f"eval-{name}", tags=tags), "create eval run")
+    params = {"eval.data": str(Path(args.data).resolve()), "eval.model": args.run or args.checkpoint,
+              "eval.baseline": args.baseline or "none", "eval.truth": args.truth or "none",
+              "eval.backgrounds": args.backgrounds, "eval.seed": args.seed, "eval.n_perm": args.n_perm,
+              "eval.probe_perm": args.probe_perm, "eval.clusters": args.clusters, "eval.metagenes": args.metagenes}
+    with_retry(lambda: client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()]),
+               "log params")
+    return run.info.run_id
+
+
+def _log_results(client, run_id: str, metrics: dict[str, float], out: Path, with_retry) -> None:
+    """Finite metrics (NaN = undefined stays in metrics.json as null) and the report folder as artifacts."""
+    import math
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    values = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(v)]
+    for i in range(0, len(values), 1000):
+        with_retry(lambda chunk=values[i:i + 1000]: client.log_batch(run_id, metrics=chunk), "log metrics")
+    with_retry(lambda: client.log_artifacts(run_id, str(out)), "log report")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ray_jobs.eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
