@@ -1,0 +1,253 @@
+"""`radiogen eval` end to end on real services: models trained by the real `radiogen train --local` path on the
+prepared synthetic cohort, evaluated by checkpoint and by MLflow run id against a real MLflow server;
+map_quality on a constructed generator whose nodules follow its genes exactly; the figures; and the
+learnability benchmark's --quick form."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from .helpers import REPO
+from .test_train import run_of, train
+
+FAST = ["--n-perm", "50", "--probe-perm", "5", "--backgrounds", "4", "--clusters", "2"]
+PROGRAMS = ("size", "density", "irregularity", "texture")
+
+
+@pytest.fixture(scope="module")
+def trained(prepared, mlflow_server, tmp_path_factory):
+    """The proposed model and the MC-GAN baseline, 20 steps each through ray_jobs.train.main --local."""
+    runs = tmp_path_factory.mktemp("eval_runs")
+    assert train(prepared, runs, mlflow_server, "--local", name="eval-proposed", steps=20) == 0
+    assert train(prepared, runs, mlflow_server, "--local", "--set", "generator.arch=mcgan", "--set",
+                 "loss.kl_weight=2.0", name="eval-mcgan", steps=20) == 0
+    _, run = run_of(mlflow_server, "eval-proposed")
+    return SimpleNamespace(runs=runs, run=run)
+
+
+def evaluate(*argv: str) -> int:
+    from ray_jobs.eval import main
+
+    return main(list(argv))
+
+
+def check_report(out, n_subjects: int, baseline: bool, truth: bool) -> dict:
+    """The report folder is complete: report.md linking every figure, PNGs of the recorded size, metrics."""
+    result = json.loads((out / "metrics.json").read_text())
+    metrics = {k: (math.nan if v is None else v) for k, v in result["metrics"].items()}
+    report = (out / "report.md").read_text()
+    splits = [s for s in ("train", "heldout") if metrics[f"eval/{s}/n_subjects"] > 0]
+    assert sum(metrics[f"eval/{s}/n_subjects"] for s in ("train", "heldout")) == n_subjects
+    expected = {"fig2_synthesis.png", "fig3_gene_swap.png"} | {f"{f}_{s}.png" for s in splits for f in ("fig4_tsne", "map")}
+    assert set(result["figures"]) == expected
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(expected)  # no temp files left
+    for name, info in result["figures"].items():
+        path = out / "figures" / name
+        assert path.stat().st_size > 2000, name
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.size == (info["width"], info["height"]), name
+        assert f"](figures/{name})" in report
+    with Image.open(out / "figures" / "fig2_synthesis.png") as img:  # 4 columns of 2.2 in at 100 dpi
+        assert img.size[0] == 880 and img.size[1] % 220 == 0
+    with Image.open(out / "figures" / "fig3_gene_swap.png") as img:  # rows: source, background, [baseline], proposed
+        assert img.size[1] == 160 * (4 if baseline else 3)
+
+    models = ["model"] + (["baseline"] if baseline else [])
+    for s in splits:
+        m = lambda *parts: metrics["/".join(("eval", s, *parts))]  # noqa: E731
+        for who in models:
+            for key in ("realism/frechet_radiomic", "realism/kid_radiomic", "realism/empty_mask_fraction",
+                        "realism/mask_area_ratio", "background/l1", "background/ssim", "conditioning/top1",
+                        "conditioning/chance_top1", "conditioning/p_top1", "map/quality", "map/n_significant",
+                        "map/n_cells", "code/silhouette"):
+                # The 20-step baseline's masks can cover whole slices: no background left (NaN) is then right.
+                assert math.isfinite(m(who, *key.split("/"))) or (who == "baseline" and key.startswith("background")
+                                                                   and m(who, "realism", "mask_area_ratio") > 3), \
+                    (s, who, key)
+            assert 0 <= m(who, "conditioning", "top1") <= 1 and 0 < m(who, "conditioning", "p_top1") <= 1
+            assert m(who, "conditioning", "chance_top1") == pytest.approx(1 / m("n_subjects"))
+            assert -1 <= m(who, "map", "quality") <= 1 and not m(who, "background", "ssim") > 1
+            assert 0 < m(who, "map", "n_cells") <= 16 * len(result["feature_names"])  # tiny code_dim 16
+        assert math.isfinite(m("classical", "map", "n_cells")) and math.isfinite(m("genes_pca", "code", "silhouette"))
+        for p in PROGRAMS:
+            assert f"eval/{s}/model/code/probe_r2/{p}" in metrics
+        if truth:
+            for who in [*models, "classical", "genes_direct"]:
+                assert 0 <= m(who, "truth", "auroc") <= 1, (s, who)
+            for who in [*models, "classical", "genes_pca"]:
+                for p in PROGRAMS:
+                    assert math.isfinite(m(who, "truth", "probe_r2", p)) and 0 < m(who, "truth", "probe_p", p) <= 1
+    assert ("## Ground truth" in report) == truth and ("baseline (MC-GAN)" in report) == baseline
+    return metrics
+
+
+def test_eval_by_checkpoint_with_baseline_and_truth(trained, prepared, synthetic_cohort, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert evaluate("--checkpoint", str(trained.runs / "eval-proposed"), "--baseline", str(trained.runs / "eval-mcgan"),
+                    "--data", str(prepared), "--truth", str(synthetic_cohort / "truth.json"), "--out", str(out),
+                    "--no-mlflow", *FAST) == 0
+    check_report(out, n_subjects=6, baseline=True, truth=True)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith(f"report: {out / 'report.md'}") and lines[-2].startswith("heldout (")
+    assert "link AUROC learned" in lines[-3]
+    assert not list(tmp_path.glob(".report.*"))  # the temp folder was renamed into place
+
+
+def test_eval_by_run_id_logs_a_child_run(trained, prepared, mlflow_server, tmp_path):
+    from mlflow import MlflowClient
+
+    from radiogen.schema import dataset_fingerprint
+
+    out = tmp_path / "by-run"
+    parent = trained.run
+    assert evaluate("--run", parent.info.run_id, "--data", str(prepared), "--tracking-uri", mlflow_server,
+                    "--runs-dir", str(trained.runs), "--out", str(out), *FAST) == 0
+    metrics = check_report(out, n_subjects=6, baseline=False, truth=False)
+    context = json.loads((out / "metrics.json").read_text())["context"]
+    assert context["model"].startswith(f"MLflow run {parent.info.run_id}")
+
+    client = MlflowClient(mlflow_server)
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 1
+    child = children[0]
+    assert child.info.status == "FINISHED" and child.info.run_name == "eval-eval-proposed"
+    assert child.data.tags["radiogen.dataset_fingerprint"] == dataset_fingerprint(prepared) \
+        == parent.data.tags["radiogen.dataset_fingerprint"]
+    assert "radiogen.run_name" not in child.data.tags  # a training resuming by name must never attach to it
+    logged = child.data.metrics
+    assert logged and all(k.startswith("eval/") for k in logged)
+    finite = {k for k, v in metrics.items() if math.isfinite(v)}
+    assert set(logged) == finite and logged["eval/train/model/background/l1"] == pytest.approx(
+        metrics["eval/train/model/background/l1"])
+    top = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {"report.md", "metrics.json", "figures"} <= top
+    assert len(client.list_artifacts(child.info.run_id, "figures")) == len(list((out / "figures").iterdir()))
+
+    # The run's weights-only artifact and its last checkpoint hold the same EMA generator: same numbers.
+    out2 = tmp_path / "by-checkpoint"
+    assert evaluate("--checkpoint", str(trained.runs / "eval-proposed"), "--data", str(prepared), "--out", str(out2),
+                    "--no-mlflow", *FAST) == 0
+    again = json.loads((out2 / "metrics.json").read_text())["metrics"]
+    for key in ("eval/train/model/background/l1", "eval/train/model/realism/mask_area_ratio",
+                "eval/heldout/model/conditioning/top1", "eval/train/model/map/quality"):
+        assert again[key] == pytest.approx(metrics[key], rel=1e-5), key
+
+
+def test_eval_refuses_bad_input_with_exit_2(trained, prepared, tmp_path, capsys):
+    assert evaluate("--checkpoint", str(tmp_path), "--data", str(prepared), "--no-mlflow") == 2
+    assert "no checkpoint there" in capsys.readouterr().err
+    assert evaluate("--run", "0123abcd", "--data", str(prepared), "--no-mlflow") == 2
+    assert "--no-mlflow cannot look up an MLflow run" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# map_quality on a generator whose nodule follows its genes exactly
+
+
+class GeneDrawnDisc(torch.nn.Module):
+    """A stand-in G: a centred disc whose radius, brightness and texture amplitude follow genes 0, 1 and 2,
+    drawn the same on any background (so its synthetic phenotype equals the 'real' one by construction)."""
+
+    def __init__(self, use_genes: bool = True):
+        super().__init__()
+        self.use_genes = use_genes
+
+    def forward(self, background, genes, noise=None):
+        g = genes if self.use_genes else torch.zeros_like(genes)
+        _, _, H, W = background.shape
+        yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+        dist = ((yy - H / 2) ** 2 + (xx - W / 2) ** 2).float().sqrt()
+        mask = (dist[None] <= 5 + 3 * g[:, 0, None, None]).float()[:, None]                   # radius 2..8 px
+        checker = ((yy + xx) % 2 * 2 - 1).float()
+        inside = 0.3 * g[:, 1, None, None] + 0.1 * (g[:, 2, None, None] + 1.2) * checker     # (B, H, W)
+        image = background * (1 - mask) + inside[:, None] * mask
+        return SimpleNamespace(image=image, mask=mask, weight=None, code=g[:, :3])
+
+
+def test_map_quality_is_one_for_a_perfect_map_and_zero_without_genes():
+    from radiogen.evaluation.synthesis import cheap_phenotype_by_subject, gene_swap, map_quality
+
+    rng = np.random.default_rng(0)
+    genes = torch.from_numpy(rng.uniform(-1, 1, (16, 6)).astype(np.float32))
+    backgrounds = torch.from_numpy(rng.uniform(-1, -0.6, (8, 1, 32, 32)).astype(np.float32))
+    real_bg = torch.full((16, 1, 32, 32), -0.9)
+    with torch.no_grad():
+        real = GeneDrawnDisc()(real_bg, genes)
+    ids = [f"S{i:02d}" for i in range(16)]
+    real_pheno = cheap_phenotype_by_subject(real.image[:, 0].numpy(), real.mask[:, 0].numpy(), ids, ids)
+    assert np.isfinite(real_pheno).all() and (real_pheno.std(axis=0) > 0).all()
+
+    state = torch.get_rng_state()
+    assert map_quality(GeneDrawnDisc(), backgrounds, genes, real_pheno) == pytest.approx(1.0)
+    assert torch.equal(torch.get_rng_state(), state)  # its own RNG stream
+    assert map_quality(GeneDrawnDisc(use_genes=False), backgrounds, genes, real_pheno) == 0.0
+    shuffled = real_pheno[np.random.default_rng(1).permutation(16)]
+    assert map_quality(GeneDrawnDisc(), backgrounds, genes, shuffled) < 0.5
+    with pytest.raises(ValueError, match="real_phenotype_by_subject must be"):
+        map_quality(GeneDrawnDisc(), backgrounds, genes, real_pheno[:, :3])
+
+    swap = gene_swap(GeneDrawnDisc(), backgrounds, genes, batch_size=5)  # chunks across subjects
+    assert swap.images.shape == (16, 8, 32, 32) and swap.weights is None and swap.codes.shape == (16, 3)
+    assert np.array_equal(swap.masks[:, 0], swap.masks[:, 7])  # same genes, any background: the same disc
+
+
+def test_map_quality_of_the_real_generator_runs_in_under_a_second():
+    import time
+
+    from radiogen.evaluation.synthesis import map_quality
+    from radiogen.models import build_generator
+
+    from .helpers import tiny
+
+    torch.manual_seed(0)
+    G = build_generator(tiny())
+    backgrounds, genes = torch.rand(8, 1, 32, 32) * 2 - 1, torch.randn(16, 64)
+    real = np.random.default_rng(0).normal(size=(16, 4))
+    map_quality(G, backgrounds, genes, real)  # warm-up
+    start = time.perf_counter()
+    q = map_quality(G, backgrounds, genes, real)
+    assert time.perf_counter() - start < 1.5 and (math.isnan(q) or -1 <= q <= 1)
+    assert G.training  # the caller's mode is restored
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_new_figures_layout():
+    from radiogen.figures import fig3_grid, fig4_tsne, map_heatmap
+
+    rng = np.random.default_rng(0)
+    a = lambda n: rng.uniform(-1, 1, (n, 16, 16))  # noqa: E731
+    assert len(fig3_grid(a(9), a(9), a(9), a(9)).axes) == 4 * 7  # at most 7 gene sources, as the paper
+    assert len(fig3_grid(a(3), a(3), a(3)).axes) == 3 * 3        # no baseline row
+    emb = {t: rng.normal(size=(10, 2)) for t in ("raw genes", "proposed code")}
+    fig = fig4_tsne(emb, {t: rng.integers(0, 2, 10) for t in emb}, [a(3), a(1)])
+    assert len(fig.axes) == 2 + 2 * 3
+    amap = SimpleNamespace(rho=rng.uniform(-1, 1, (40, 5)), significant=rng.random((40, 5)) > 0.8,
+                           row_names=[f"code_{i}" for i in range(40)], col_names=[f"f{j}" for j in range(5)])
+    fig = map_heatmap({"learned": amap}, max_rows=8)
+    assert "top 8 of 40" in fig.axes[0].get_title() and len(fig.axes[0].get_xticks()) == 8
+
+
+def test_learnability_quick_runs_end_to_end(tmp_path):
+    res = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_learnability.py"), "--quick", "--out",
+                          str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "| proposed (learned code) |" in res.stdout and "| classical metagenes |" in res.stdout
+    result = json.loads((tmp_path / "learnability.json").read_text())
+    summary = result["summary"]["proposed"]
+    for split in ("train", "heldout"):
+        for key in ("auroc/learned", "auroc/classical", "top1", "mask_area_ratio",
+                    *(f"probe_r2/{w}/{p}" for w in ("learned", "classical", "pca") for p in PROGRAMS)):
+            assert f"{split}/{key}" in summary
+        assert 0 <= summary[f"{split}/auroc/learned"]["mean"] <= 1
+    assert (tmp_path / "eval" / "proposed-s0-10" / "report.md").is_file()
