@@ -105,8 +105,9 @@ def render_report(*, context: dict[str, str], metrics: dict[str, float], figures
 
     out += ["", "## Conditioning", "",
             "Gene swap over fixed backgrounds and noise: does a subject's synthetic nodule (features averaged over "
-            "the backgrounds) retrieve that subject's real nodule among all subjects? Chance = k / subjects; p from "
-            "permuting the subject pairing. Map quality: mean over the four phenotype features (cheap features of "
+            "the backgrounds) retrieve that subject's real nodule among all subjects? Both sets are z-scored across "
+            "subjects on their own, so only how subjects differ counts (realism covers the offset). Chance = "
+            "k / subjects; p from permuting the subject pairing. Map quality: mean over the four phenotype features (cheap features of "
             "radiogen.metrics) of Spearman rho between subjects' synthetic and real values.", ""]
     rows = [("top1", "top-1 retrieval"), ("chance_top1", "chance top-1"), ("p_top1", "p top-1"),
             ("top5", "top-5 retrieval"), ("chance_top5", "chance top-5"), ("p_top5", "p top-5")]
