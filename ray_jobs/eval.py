@@ -91,7 +91,10 @@ def load_model(path: Path, label: str, manifest: dict, source: str, device):
     from radiogen.config import ExperimentConfig, from_dict
     from radiogen.evaluation.pipeline import Model
 
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises pickle, zip and runtime errors for a foreign file
+        raise EvalError(f"{source}: {path} is not a radiogen checkpoint or weights file ({str(err)[:200]})") from None
     if isinstance(payload, dict) and "state_dict" in payload and "gene_names" in payload:
         from .generator_model import load_weights
 
@@ -190,7 +193,6 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     use_mlflow = not args.no_mlflow
     client = parent = uri = None
-    scratch = Path(tempfile.mkdtemp(prefix="radiogen-eval-"))
     try:
         if args.no_mlflow and (args.run or (args.baseline and not Path(args.baseline).exists())):
             raise EvalError("--no-mlflow cannot look up an MLflow run; pass checkpoints (--checkpoint, --baseline PATH)")
@@ -209,24 +211,29 @@ def run(args: argparse.Namespace) -> int:
             check_tracking(uri)
             client = MlflowClient(uri)
 
-        def resolve(spec: str, is_run: bool) -> tuple[Path, str, object]:
+        def resolve(spec: str, is_run: bool, scratch: Path) -> tuple[Path, str, object]:
             if is_run:
                 path, mlrun = resolve_run(client, spec, runs_dir, scratch)
                 return path, f"MLflow run {spec} ({mlrun.info.run_name})", mlrun
             path = checkpoint_file(spec).resolve()
             return path, str(path), None
 
-        path, source, parent = resolve(args.run or args.checkpoint, bool(args.run))
-        model = load_model(path, "model", manifest, source, device)
-        baseline = None
-        if args.baseline:
-            b_path, b_source, _ = resolve(args.baseline, not Path(args.baseline).exists())
-            baseline = load_model(b_path, "baseline", manifest, b_source, device)
+        with tempfile.TemporaryDirectory(prefix="radiogen-eval-") as scratch:  # downloaded weights, once loaded
+            path, source, parent = resolve(args.run or args.checkpoint, bool(args.run), Path(scratch))
+            model = load_model(path, "model", manifest, source, device)
+            baseline = None
+            if args.baseline:
+                b_path, b_source, _ = resolve(args.baseline, not Path(args.baseline).exists(), Path(scratch))
+                baseline = load_model(b_path, "baseline", manifest, b_source, device)
         name = parent.info.run_name if parent is not None else checkpoint_name(path)
         out = Path(args.out).resolve() if args.out else runs_dir / "eval" / name
         print(f"model: {source} ({model.cfg.generator.arch}); baseline: "
               f"{baseline.source if baseline else 'none'}; device {device}")
         data = load_data(data_dir, args.backgrounds, args.seed)
+        missing = [s for s in data.subjects if truth is not None and s not in truth.get("subjects", {})]
+        if missing:
+            raise EvalError(f"{args.truth} lacks subjects {missing[:3]} of the dataset; pass the truth.json of the "
+                            f"cohort the dataset was prepared from")
     except (EvalError, schema.SchemaError, TrackingUnavailable, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -237,8 +244,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"MLflow: eval run {eval_run} " + (f"(child of {parent.info.run_id})" if parent else
                                                 f"in experiment {EVAL_EXPERIMENT}") + f" at {uri}")
         if parent is not None and parent.data.tags.get("radiogen.dataset_fingerprint") not in (None, data.fingerprint):
-            print(f"warning: the run was trained on dataset {parent.data.tags['radiogen.dataset_fingerprint']}, "
-                  f"this is dataset {data.fingerprint}: its train/held-out splits are this dataset's")
+            print(f"warning: the run was trained on dataset {parent.data.tags['radiogen.dataset_fingerprint']} but "
+                  f"this is dataset {data.fingerprint}; 'train' and 'heldout' below are this dataset's splits")
     status = "FAILED"
     try:
         context = {"model": source, "baseline": baseline.source if baseline else "none",
@@ -264,8 +271,8 @@ def run(args: argparse.Namespace) -> int:
 
         metrics = _write_atomically(out, fill).metrics
         if eval_run:
-            _log_results(client, eval_run, metrics, out, with_retry)
-            print(f"MLflow: {sum(1 for v in metrics.values() if v == v)} metrics and the report logged to run {eval_run}")
+            n = _log_results(client, eval_run, metrics, out, with_retry)
+            print(f"MLflow: {n} metrics and the report logged to run {eval_run}")
         status = "FINISHED"
     finally:
         if eval_run:
@@ -273,9 +280,6 @@ def run(args: argparse.Namespace) -> int:
                 with_retry(lambda: client.set_terminated(eval_run, status), "finish eval run")
             except Exception as err:  # noqa: BLE001 - never hide the original error
                 print(f"tracking: could not mark eval run {eval_run} {status} ({err})", file=sys.stderr)
-        import shutil
-
-        shutil.rmtree(scratch, ignore_errors=True)
     for line in key_metrics(metrics):
         print(line)
     print(f"report: {out / 'report.md'} ({time.perf_counter() - start:.0f} s)")
@@ -312,8 +316,9 @@ def _open_eval_run(client, parent, name: str, fingerprint: str, runs_dir: Path, 
     return run.info.run_id
 
 
-def _log_results(client, run_id: str, metrics: dict[str, float], out: Path, with_retry) -> None:
-    """Finite metrics (NaN = undefined stays in metrics.json as null) and the report folder as artifacts."""
+def _log_results(client, run_id: str, metrics: dict[str, float], out: Path, with_retry) -> int:
+    """Finite metrics (NaN = undefined stays in metrics.json as null) and the report folder as artifacts;
+    returns the number of metrics logged."""
     import math
     import time
 
@@ -324,6 +329,7 @@ def _log_results(client, run_id: str, metrics: dict[str, float], out: Path, with
     for i in range(0, len(values), 1000):
         with_retry(lambda chunk=values[i:i + 1000]: client.log_batch(run_id, metrics=chunk), "log metrics")
     with_retry(lambda: client.log_artifacts(run_id, str(out)), "log report")
+    return len(values)
 
 
 def main(argv: list[str] | None = None) -> int:

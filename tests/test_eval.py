@@ -145,8 +145,15 @@ def test_eval_by_run_id_logs_a_child_run(trained, prepared, mlflow_server, tmp_p
 def test_eval_refuses_bad_input_with_exit_2(trained, prepared, tmp_path, capsys):
     assert evaluate("--checkpoint", str(tmp_path), "--data", str(prepared), "--no-mlflow") == 2
     assert "no checkpoint there" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert evaluate("--checkpoint", str(tmp_path / "junk.pt"), "--data", str(prepared), "--no-mlflow") == 2
+    assert "is not a radiogen checkpoint or weights file" in capsys.readouterr().err
     assert evaluate("--run", "0123abcd", "--data", str(prepared), "--no-mlflow") == 2
     assert "--no-mlflow cannot look up an MLflow run" in capsys.readouterr().err
+    (tmp_path / "truth.json").write_text(json.dumps({"subjects": {}, "gene_programs": {}}))
+    assert evaluate("--checkpoint", str(trained.runs / "eval-proposed"), "--data", str(prepared), "--truth",
+                    str(tmp_path / "truth.json"), "--out", str(tmp_path / "never"), "--no-mlflow") == 2
+    assert "lacks subjects" in capsys.readouterr().err and not (tmp_path / "never").exists()
 
 
 # ---------------------------------------------------------------------------------------------
