@@ -133,7 +133,8 @@ def fig4_tsne(embeddings: dict[str, np.ndarray], labels: dict[str, np.ndarray],
         as a row below the maps (up to 6 per cluster).
     """
     if not embeddings or set(embeddings) != set(labels):
-        raise ValueError(f"embeddings and labels need the same non-empty keys, got {list(embeddings)} and {list(labels)}")
+        raise ValueError(f"embeddings and labels need the same non-empty keys, got {list(embeddings)} and "
+                         f"{list(labels)}")
     n_ex = max((min(len(e), 6) for e in examples or []), default=0)
     fig = Figure(figsize=(max(4.0 * len(embeddings), 1.2 * n_ex + 1.5), 4.0 + (1.3 * len(examples) if n_ex else 0)),
                  layout="constrained")
@@ -148,7 +149,8 @@ def fig4_tsne(embeddings: dict[str, np.ndarray], labels: dict[str, np.ndarray],
             pts = xy[lab == k]
             ax.scatter(pts[:, 0], pts[:, 1], s=14, color=cmap(int(k) % 10), label=f"cluster {int(k)}")
         score = (scores or {}).get(title)
-        ax.set_title(title + ("" if score is None or not np.isfinite(score) else f"\nsilhouette {score:.2f}"), fontsize=9)
+        shown = "" if score is None or not np.isfinite(score) else f"\nsilhouette {score:.2f}"
+        ax.set_title(title + shown, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     axes[-1].legend(fontsize=7, loc="best")

@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", metavar="RUN_ID|PATH", default=None,
                    help="the MC-GAN baseline (run id or checkpoint path) for Fig. 3/4 and the comparison")
     p.add_argument("--truth", metavar="PATH", default=None,
-                   help="truth.json of the synthetic cohort the dataset was prepared from: link AUROC and program probes")
+                   help="truth.json of the synthetic cohort the dataset was prepared from: link AUROC and program "
+                        "probes")
     p.add_argument("--out", default=None, help="report folder (default RUNS_DIR/eval/<run or checkpoint name>)")
     p.add_argument("--runs-dir", default="runs", help="where training runs keep checkpoints (default runs)")
     p.add_argument("--tracking-uri", default=None,
@@ -195,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
     client = parent = uri = None
     try:
         if args.no_mlflow and (args.run or (args.baseline and not Path(args.baseline).exists())):
-            raise EvalError("--no-mlflow cannot look up an MLflow run; pass checkpoints (--checkpoint, --baseline PATH)")
+            raise EvalError("--no-mlflow cannot look up an MLflow run; pass checkpoints (--checkpoint, "
+                            "--baseline PATH)")
         for flag, value, least in (("--backgrounds", args.backgrounds, 1), ("--n-perm", args.n_perm, 1),
                                    ("--probe-perm", args.probe_perm, 1), ("--clusters", args.clusters, 2),
                                    ("--metagenes", args.metagenes, 1)):
@@ -297,7 +299,8 @@ def _open_eval_run(client, parent, name: str, fingerprint: str, runs_dir: Path, 
     else:
         exp = with_retry(lambda: client.get_experiment_by_name(EVAL_EXPERIMENT), "get experiment")
         if exp is None:
-            location = (runs_dir / "mlartifacts" / EVAL_EXPERIMENT).resolve().as_uri() if uri.startswith("sqlite:") else None
+            sqlite = uri.startswith("sqlite:")  # artifacts beside the store, as training does
+            location = (runs_dir / "mlartifacts" / EVAL_EXPERIMENT).resolve().as_uri() if sqlite else None
             exp_id = with_retry(lambda: client.create_experiment(EVAL_EXPERIMENT, artifact_location=location),
                                 "create experiment")
         else:

@@ -76,7 +76,8 @@ def train_and_eval(out: Path, data: Path, label: str, config: str, sets: list[st
             stage(f"train {name}")
             argv = ["--config", config, "--data", str(data), "--local", "--runs-dir", str(runs), "--name", name,
                     "--max-steps", str(steps), "--set", "data.n_genes=null", "--set", f"train.seed={seed}",
-                    "--log-every", str(max(1, steps // 10)), "--val-every", str(steps), "--checkpoint-every", str(steps),
+                    "--log-every", str(max(1, steps // 10)), "--val-every", str(steps),
+                    "--checkpoint-every", str(steps),
                     "--tracking-uri", f"sqlite:///{runs.resolve() / 'mlflow.db'}"]
             for s in sets:
                 argv += ["--set", s]

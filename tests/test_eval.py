@@ -47,7 +47,8 @@ def check_report(out, n_subjects: int, baseline: bool, truth: bool) -> dict:
     report = (out / "report.md").read_text()
     splits = [s for s in ("train", "heldout") if metrics[f"eval/{s}/n_subjects"] > 0]
     assert sum(metrics[f"eval/{s}/n_subjects"] for s in ("train", "heldout")) == n_subjects
-    expected = {"fig2_synthesis.png", "fig3_gene_swap.png"} | {f"{f}_{s}.png" for s in splits for f in ("fig4_tsne", "map")}
+    expected = {"fig2_synthesis.png", "fig3_gene_swap.png"} | {f"{f}_{s}.png" for s in splits
+                                                                for f in ("fig4_tsne", "map")}
     assert set(result["figures"]) == expected
     assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(expected)  # no temp files left
     for name, info in result["figures"].items():

@@ -202,7 +202,7 @@ def _conditioning(real_means: np.ndarray, synth_means: np.ndarray, n_perm: int, 
 def _code(x: np.ndarray, targets: np.ndarray, n_clusters: int, probe_perm: int, seed: int
           ) -> tuple[dict[str, float], np.ndarray | None]:
     """Silhouette of KMeans clusters of x, and a cross-validated probe of each phenotype feature from x."""
-    out = {"silhouette": np.nan} | {f"probe_r2/{p}": np.nan for p in PROGRAMS} | {f"probe_p/{p}": np.nan for p in PROGRAMS}
+    out = {"silhouette": np.nan} | {f"probe_{k}/{p}": np.nan for k in ("r2", "p") for p in PROGRAMS}
     labels = None
     if len(x) >= max(MIN_SUBJECTS, n_clusters + 1):
         labels, out["silhouette"] = cluster_codes(x, n_clusters, seed=seed)
@@ -297,7 +297,8 @@ class _Run:
                  probe_perm: int, n_clusters: int, n_metagenes: int, seed: int, device: torch.device,
                  log: Callable[[str], None]):
         self.data, self.models, self.figures_dir, self.log = data, models, figures_dir, log
-        self.n_perm, self.probe_perm, self.n_clusters, self.seed, self.device = n_perm, probe_perm, n_clusters, seed, device
+        self.n_perm, self.probe_perm, self.n_clusters = n_perm, probe_perm, n_clusters
+        self.seed, self.device = seed, device
         self.ev = Evaluation()
         self.real_f, names = radiomic_features(data.images, data.masks, spacing_mm=data.spacing_mm)
         self.names = self.ev.feature_names = names
@@ -343,7 +344,7 @@ class _Run:
             flat = lambda a: a[idx].reshape(S * K, *a.shape[2:])  # noqa: E731 - (S, K, ...) -> (S * K, ...)
             self.put(split, m.label, "realism", _realism(self.real_f[rows], flat(sy.features), data.masks[rows],
                                                          flat(sy.swap.masks), self.seed))
-            bg = np.broadcast_to(data.backgrounds, (S, *data.backgrounds.shape)).reshape(S * K, *data.backgrounds.shape[1:])
+            bg = np.tile(data.backgrounds, (S, 1, 1))  # (S * K, H, W): row s * K + k is background k, as flat()
             self.put(split, m.label, "background", background_fidelity(flat(sy.swap.images), bg, flat(sy.swap.masks)))
             self.put(split, m.label, "conditioning",
                      _conditioning(self.real_means[idx], sy.means[idx], self.n_perm, self.seed))
@@ -360,7 +361,8 @@ class _Run:
         features = self.real_means[idx]
         self.clusters, self.amaps, self.gene_labels = {}, {}, None
         for who, x in self.codes.items():
-            res, self.clusters[who] = _code(x, features[:, self.pheno_cols], self.n_clusters, self.probe_perm, self.seed)
+            res, self.clusters[who] = _code(x, features[:, self.pheno_cols], self.n_clusters, self.probe_perm,
+                                            self.seed)
             self.put(split, who, "code", res)
         enough = lambda x: _complete(x, features) >= MIN_SUBJECTS  # noqa: E731
         for m in self.models:
@@ -397,7 +399,8 @@ class _Run:
             self.put(split, who, "truth", {"auroc": link_auroc(scores[who], self.links) if ok else np.nan})
         inputs = {m.label: self.codes[m.label] for m in self.models}
         if enough:
-            inputs |= {"classical": metagenes(genes, self.k_meta, seed=self.seed)[1], "genes_pca": self.codes["genes_pca"]}
+            inputs["classical"] = metagenes(genes, self.k_meta, seed=self.seed)[1]
+            inputs["genes_pca"] = self.codes["genes_pca"]
         for who in [*(m.label for m in self.models), "classical", "genes_pca"]:
             if who in inputs and enough:
                 res = program_probe(inputs[who], self.programs[idx], PROGRAMS, n_perm=self.probe_perm, seed=self.seed)
@@ -453,8 +456,8 @@ def _paper_figures(ev: Evaluation, data: EvalData, synth: dict[str, Synthesis], 
     sw = synth["model"].swap
     cols = np.arange(len(rows)) % K  # subject j on background j
     _save(ev, figures_dir, "fig2_synthesis.png",
-          fig2_grid(data.backgrounds[cols], sw.images[rows, cols], None if sw.weights is None else sw.weights[rows, cols],
-                    sw.masks[rows, cols]),
+          fig2_grid(data.backgrounds[cols], sw.images[rows, cols],
+                    None if sw.weights is None else sw.weights[rows, cols], sw.masks[rows, cols]),
           "Fig. 2: (a) background, (b) synthetic image, (c) background weight map, (d) mask; one held-out "
           "subject's genes per row")
     src = data.indices("train")

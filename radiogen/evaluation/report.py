@@ -55,7 +55,8 @@ def key_metrics(metrics: dict[str, float], splits: Sequence[str] = ("train", "he
                 f"mask area ratio {fmt(m('model', 'realism', 'mask_area_ratio'))}, "
                 f"background L1 {fmt(m('model', 'background', 'l1'))}, "
                 f"retrieval top1 {fmt(m('model', 'conditioning', 'top1'))} "
-                f"(chance {fmt(m('model', 'conditioning', 'chance_top1'))}, p {fmt(m('model', 'conditioning', 'p_top1'))}), "
+                f"(chance {fmt(m('model', 'conditioning', 'chance_top1'))}, "
+                f"p {fmt(m('model', 'conditioning', 'p_top1'))}), "
                 f"map quality {fmt(m('model', 'map', 'quality'))}, "
                 f"map cells significant {fmt(m('model', 'map', 'n_significant'))} "
                 f"(classical {fmt(m('classical', 'map', 'n_significant'))})")
@@ -82,13 +83,16 @@ def render_report(*, context: dict[str, str], metrics: dict[str, float], figures
     def val(split: str, *parts: str) -> str:
         return fmt(metrics.get(metric_name(split, *parts)))
 
+    def r2_p(split: str, who: str, group: str, program: str) -> str:
+        return f"{val(split, who, group, f'probe_r2/{program}')} (p {val(split, who, group, f'probe_p/{program}')})"
+
     cols = [f"{WHO[w].split(' (')[0]}, {s}" for s in splits for w in models]
     out = ["# radiogen evaluation", ""]
     out += [f"- **{k}**: {v}" for k, v in context.items()]
     out += ["", "## Summary", ""] + [f"- {line}" for line in key_metrics(metrics, splits)]
-    out += ["", _table(["subjects", *splits], [["subjects", *(fmt(metrics.get(f"eval/{s}/n_subjects")) for s in splits)],
-                                                ["real nodule slices",
-                                                 *(fmt(metrics.get(f"eval/{s}/n_slices")) for s in splits)]])]
+    counts = [[label, *(fmt(metrics.get(metric_name(s, key))) for s in splits)]
+              for key, label in (("n_subjects", "subjects"), ("n_slices", "real nodule slices"))]
+    out += ["", _table(["", *splits], counts)]
 
     out += ["", "## Realism", "",
             "Radiomic Fréchet distance and KID between pyradiomics features (first order, 2D shape, GLCM) of real "
@@ -107,8 +111,9 @@ def render_report(*, context: dict[str, str], metrics: dict[str, float], figures
             "Gene swap over fixed backgrounds and noise: does a subject's synthetic nodule (features averaged over "
             "the backgrounds) retrieve that subject's real nodule among all subjects? Both sets are z-scored across "
             "subjects on their own, so only how subjects differ counts (realism covers the offset). Chance = "
-            "k / subjects; p from permuting the subject pairing. Map quality: mean over the four phenotype features (cheap features of "
-            "radiogen.metrics) of Spearman rho between subjects' synthetic and real values.", ""]
+            "k / subjects; p from permuting the subject pairing. Map quality: mean over the four phenotype "
+            "features (cheap features of radiogen.metrics) of Spearman rho between subjects' synthetic and real "
+            "values.", ""]
     rows = [("top1", "top-1 retrieval"), ("chance_top1", "chance top-1"), ("p_top1", "p top-1"),
             ("top5", "top-5 retrieval"), ("chance_top5", "chance top-5"), ("p_top5", "p top-5")]
     table = [[label, *(val(s, w, "conditioning", k) for s in splits for w in models)] for k, label in rows]
@@ -124,8 +129,7 @@ def render_report(*, context: dict[str, str], metrics: dict[str, float], figures
     header = ["representation", *(f"{h}, {s}" for s in splits for h in ("silhouette", *PROGRAMS))]
     out.append(_table(header, [[WHO[w], *(cell for s in splits for cell in
                                          [val(s, w, "code", "silhouette"),
-                                          *(f"{val(s, w, 'code', f'probe_r2/{p}')} (p {val(s, w, 'code', f'probe_p/{p}')})"
-                                            for p in PROGRAMS)])] for w in reps]))
+                                          *(r2_p(s, w, "code", p) for p in PROGRAMS)])] for w in reps]))
 
     out += ["", "## Radiogenomic map", "",
             "Spearman rho across subjects between each code dimension (learned) or metagene (classical: Ward "
@@ -143,8 +147,8 @@ def render_report(*, context: dict[str, str], metrics: dict[str, float], figures
         for w in whos:
             cells = top_links.get(f"{s}/{w}", [])
             if cells:
-                out += ["", f"Strongest significant cells, {WHO[w]}, {s}: "
-                        + "; ".join(f"{c['row']} ~ {c['feature']} (rho {fmt(c['rho'])}, q {fmt(c['q'])})" for c in cells)]
+                listed = [f"{c['row']} ~ {c['feature']} (rho {fmt(c['rho'])}, q {fmt(c['q'])})" for c in cells]
+                out += ["", f"Strongest significant cells, {WHO[w]}, {s}: " + "; ".join(listed)]
 
     if has_truth:
         out += ["", "## Ground truth (synthetic cohort)", "",
@@ -158,8 +162,7 @@ def render_report(*, context: dict[str, str], metrics: dict[str, float], figures
                           [[WHO[w], *(val(s, w, "truth", "auroc") for s in splits)] for w in auroc_rows]))
         out += [""]
         header = ["representation", *(f"{p}, {s}" for s in splits for p in PROGRAMS)]
-        out.append(_table(header, [[WHO[w], *(f"{val(s, w, 'truth', f'probe_r2/{p}')} (p {val(s, w, 'truth', f'probe_p/{p}')})"
-                                             for s in splits for p in PROGRAMS)]
+        out.append(_table(header, [[WHO[w], *(r2_p(s, w, "truth", p) for s in splits for p in PROGRAMS)]
                                    for w in [*models, "classical", "genes_pca"]]))
 
     out += ["", "## Figures", ""]
