@@ -15,7 +15,7 @@ demo: bootstrap
 	$(PY) -m ray_jobs.cli prep --cases $(DEMO)/cohort/cases.csv --genes $(DEMO)/cohort/genes.tsv --out $(DEMO)/data \
 		--image-size 32 --bg-slices 10 --workers 2
 	$(PY) -m ray_jobs.cli train --config ablations/tiny.yaml --data $(DEMO)/data --set data.n_genes=null \
-		--num-workers 2 --cpus-per-worker 0.5 --max-steps 200 --log-every 20 --val-every 100 --checkpoint-every 100 \
+		--num-workers 2 --max-steps 200 --log-every 20 --val-every 100 --checkpoint-every 100 \
 		--experiment radiogen-demo --runs-dir runs
 
 test: bootstrap

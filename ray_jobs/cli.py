@@ -21,19 +21,29 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. --set loss.lambda_l1=50 (repeatable)")
     p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (DDP ranks), default 1")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker (Ray path); --local uses CUDA when present")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (default 1)")
+    p.add_argument("--cpus-per-worker", type=float, default=None,
+                   help="CPUs reserved per worker (default: min(1, (cluster CPUs - 1) / workers), leaving one "
+                        "CPU for Ray Data)")
     p.add_argument("--local", action="store_true", help="one process, no Ray: the debugger-friendly run")
     p.add_argument("--max-steps", type=int, default=None, help="shorthand for --set train.max_steps=N")
     p.add_argument("--experiment", default="radiogen", help="MLflow experiment name (default radiogen)")
     p.add_argument("--name", default=None,
-                   help="run name; reusing the name of an unfinished run resumes it (default: <config name>-<time>)")
+                   help="run name; reusing the name of an unfinished (failed, killed) run resumes it, the name of "
+                        "a finished run is refused (default: <config name>-<time>)")
     p.add_argument("--runs-dir", default="runs",
-                   help="checkpoints, Ray results and (without MLFLOW_TRACKING_URI) the sqlite tracking store")
+                   help="checkpoints, Ray results and (without a tracking URI) the sqlite tracking store")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI, e.g. http://mlflow:5000 (default: MLFLOW_TRACKING_URI, else "
+                        "sqlite:///RUNS_DIR/mlflow.db); give it explicitly under `ray job submit`, whose job "
+                        "does not see the submitting shell's environment")
     p.add_argument("--log-every", type=int, default=10, help="steps per metric record (default 10)")
     p.add_argument("--val-every", type=int, default=100, help="steps between validations + figures (default 100)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
     p.add_argument("--val-size", type=int, default=32, help="validation slices (default 32)")
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
+    p.add_argument("--data-timeout", type=float, default=300.0,
+                   help="fail when the data pipeline yields no batch for this many seconds (default 300; 0 = "
+                        "wait forever)")
     p.add_argument("--no-shuffle", action="store_true",
                    help="keep file order (debugging; makes --local and one Ray worker see the same batches)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local cluster)")

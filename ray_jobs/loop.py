@@ -12,13 +12,15 @@ back to the last checkpoint and recomputes the lost steps, so no step is logged 
 from __future__ import annotations
 
 import json
+import queue
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +39,7 @@ from .tracking import Tracker
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.jsonl"
 Records = dict[str, np.ndarray]
+T = TypeVar("T")
 
 
 @dataclass
@@ -48,7 +51,7 @@ class RunSettings:
     tracking_uri: str
     run_id: str
     genes: dict[str, Any]
-    """{"subject_ids", "values" (raw, subjects x genes), "stats" (GeneStats dict)}: joined on the worker."""
+    """{"subject_ids", "values" (raw, subjects x genes), "stats" (GeneStats dict), "names"}: joined on the worker."""
     pool: Records = field(default_factory=dict)
     """Training nodule rows of several subjects seeding the MismatchPool (for single-subject batches)."""
     validation: dict[str, Records] = field(default_factory=dict)
@@ -56,6 +59,8 @@ class RunSettings:
     log_every: int = 10
     val_every: int = 100
     checkpoint_every: int = 100
+    data_timeout: float = 300.0
+    """Seconds without a batch from the data pipeline before `DataTimeout` (0 = wait forever)."""
     fail_at_step: int | None = None
     """Test-only: the last rank raises once at this step (a marker file makes it fire only once)."""
     fail_marker: str | None = None
@@ -95,6 +100,65 @@ class MetricWindow:
         out["perf/data_wait_fraction"] = self.wait / elapsed
         self.reset()
         return out
+
+
+class DataTimeout(RuntimeError):
+    """The data pipeline yielded no batch for --data-timeout seconds."""
+
+
+_END = object()
+
+
+def watched(items: Iterator[T], timeout: float, what: str) -> Iterator[T]:
+    """`items`, pulled by a thread one item ahead, so that a wait of more than `timeout` seconds for the
+    next item raises DataTimeout instead of blocking forever; `timeout` <= 0 passes `items` through."""
+    if timeout <= 0:
+        yield from items
+        return
+    box: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(entry, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pull() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_END, None))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            put((_END, err))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    threading.Thread(target=pull, name="radiogen-data-watchdog", daemon=True).start()
+    try:
+        while True:
+            try:
+                item, err = box.get(timeout=timeout)
+            except queue.Empty:
+                raise DataTimeout(
+                    f"no batch from the data pipeline for {timeout:g} s ({what}). Likely causes: Ray Data gets no "
+                    f"CPU (the Train workers reserve them all: leave --cpus-per-worker out to size it, or lower it "
+                    f"or --num-workers so one whole CPU stays free), or the dataset is unreadable or on stalled "
+                    f"storage (check it with a --local run). Raise --data-timeout for very slow storage; 0 turns "
+                    f"this watchdog off") from None
+            if err is not None:
+                raise err
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def seed_for(seed: int, rank: int, step: int) -> int:
@@ -190,7 +254,9 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
     val_pairs = decode_pairs(settings.validation["nodules"], settings.validation["backgrounds"], genes,
                              cfg.data.image_size) if rank0 and settings.validation else None
     while state.step < t.max_steps:
-        batches, stepped = session.epoch_batches(epoch, t.batch_size), False
+        batches = watched(session.epoch_batches(epoch, t.batch_size), settings.data_timeout,
+                          f"rank {session.rank}, epoch {epoch}")
+        stepped = False
         while state.step < t.max_steps:
             tick = time.perf_counter()
             pair = next(batches, None)
@@ -228,7 +294,8 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
     final = records[-1]["metrics"] if records else {}
     if rank0:
         try:
-            tracker.log_generator(state.G_ema.cpu(), to_dict(cfg))
+            tracker.log_generator(state.G_ema.cpu(), to_dict(cfg), settings.genes.get("names", []),
+                                  settings.genes["stats"])
         except Exception as err:  # noqa: BLE001
             print(f"tracking: final model not logged ({err}); it is in the last checkpoint")
     shutil.rmtree(scratch, ignore_errors=True)

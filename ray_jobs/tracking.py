@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -31,12 +33,31 @@ class TrackingUnavailable(RuntimeError):
     """The tracking server cannot be used; the message says where it was looked for and what to do."""
 
 
-def default_tracking_uri(runs_dir: str | Path) -> str:
-    """MLFLOW_TRACKING_URI when set, else a sqlite store in the runs folder (open it with `mlflow ui`)."""
+class RunFinished(RuntimeError):
+    """The named run finished already; it is not resumed (the message suggests a new --name)."""
+
+
+def default_tracking_uri(runs_dir: str | Path, explicit: str | None = None) -> str:
+    """`explicit` (--tracking-uri) when given, else MLFLOW_TRACKING_URI when set, else a sqlite store in the
+    runs folder (open it with `mlflow ui`)."""
+    if explicit is not None:
+        if not explicit.strip():
+            raise TrackingUnavailable("--tracking-uri is empty (was it `--tracking-uri \"$MLFLOW_TRACKING_URI\"` "
+                                      "with the variable unset?); give a URI or leave the flag out")
+        return explicit.strip()
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
     return f"sqlite:///{(Path(runs_dir).resolve() / 'mlflow.db')}"
+
+
+def ui_hint(uri: str) -> str:
+    """How to look at the runs of a tracking store."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    command = str(mlflow_bin) if mlflow_bin.is_file() else "mlflow"
+    return f"open the tracking UI with: {command} ui --backend-store-uri {uri}"
 
 
 def check_tracking(uri: str, timeout: float = 5.0) -> None:
@@ -107,7 +128,8 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
 
 def open_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str],
              artifact_root: Path | None) -> str:
-    """Create the run, or re-attach to the unfinished run of the same name (a resumed training)."""
+    """Create the run, or re-attach to the unfinished (failed, killed, running) run of the same name (a
+    resumed training); raise RunFinished for a finished one."""
     from mlflow import MlflowClient
     from mlflow.entities import Param, RunTag
 
@@ -121,7 +143,11 @@ def open_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], t
     found = with_retry(lambda: client.search_runs([exp_id], f"tags.`{RUN_NAME_TAG}` = '{run_name}'",
                                                   max_results=1), "search runs")
     if found:
-        return found[0].info.run_id
+        info = found[0].info
+        if info.status == "FINISHED":
+            raise RunFinished(f"run {run_name!r} of experiment {experiment!r} finished already (MLflow run "
+                              f"{info.run_id}); a finished run is not resumed - choose a new --name")
+        return info.run_id
     run = with_retry(lambda: client.create_run(exp_id, run_name=run_name, tags={**tags, RUN_NAME_TAG: run_name}),
                      "create run")
     items = [Param(k, str(v)) for k, v in params.items()]
@@ -157,18 +183,34 @@ class Tracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         with_retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), f"log artifact {path}")
 
-    def log_generator(self, generator: Any, config: dict[str, Any]) -> None:
-        """The final EMA generator as an MLflow PyTorch model, with the experiment config beside it."""
+    def log_generator(self, generator: Any, config: dict[str, Any], gene_names: list[str],
+                      gene_stats: dict[str, Any]) -> None:
+        """The final EMA generator: a weights-only file and, over it, an MLflow pyfunc model that takes raw
+        gene expression (ray_jobs/generator_model.py), with the experiment config beside them."""
         import mlflow
-        import mlflow.pytorch
+        import mlflow.pyfunc
+        import torch
 
+        from radiogen.genes import GeneStats
+
+        from . import generator_model as gm
+
+        stats = GeneStats.from_dict(gene_stats)
+        module = gm.RawExpressionGenerator(generator, gene_names, stats).eval()
+        signature, example = gm.signature_and_example(module, int(config["data"]["image_size"]))
+        metadata = {"radiogen_config": json.dumps(config), "gene_names": list(gene_names), "gene_stats": stats.to_dict()}
+        requirements = [f"radiogen=={radiogen.__version__}", f"torch=={torch.__version__.split('+')[0]}",
+                        f"mlflow=={mlflow.__version__}", "numpy"]  # given, so MLflow does not infer them
         mlflow.set_tracking_uri(self.uri)
-        with mlflow.start_run(run_id=self.run_id):
-            # pickle format: the pt2 default traces forward with an example and cannot hold Optional outputs.
-            with_retry(lambda: mlflow.pytorch.log_model(generator, name="generator_ema", serialization_format="pickle",
-                                                        metadata={"radiogen_config": json.dumps(config)}),
-                       "log model")
-            with_retry(lambda: mlflow.log_dict(config, "generator_ema_config.json"), "log config")
+        with tempfile.TemporaryDirectory(prefix="radiogen-model-") as tmp:
+            weights = gm.save_weights(Path(tmp) / "generator_ema_weights.pt", generator, config, gene_names, stats)
+            self.log_artifact(weights)
+            with mlflow.start_run(run_id=self.run_id):
+                with_retry(lambda: mlflow.pyfunc.log_model(
+                    name="generator_ema", python_model=gm.__file__, artifacts={"weights": str(weights)},
+                    signature=signature, input_example=example, metadata=metadata, pip_requirements=requirements),
+                    "log model")
+        with_retry(lambda: self.client.log_dict(self.run_id, config, "generator_ema_config.json"), "log config")
 
     def finish(self, status: str) -> None:
         with_retry(lambda: self.client.set_terminated(self.run_id, status), "finish run")

@@ -2,15 +2,24 @@
 
 Ray's levels as Ray documents them: `train_loop_per_worker` runs on every worker (it calls the
 shared `loop.fit`), and `run_ray` is the driver that builds the datasets and the TorchTrainer.
-This module is what `ray job submit` runs (see ray_jobs/README.md).
+This module is what `ray job submit` runs (README.md, Training); give it --tracking-uri there.
+
+Before an MLflow run is opened: the config, the dataset (every file against its recorded hash), the
+tracking store and, on Ray, the cluster's resources are checked (exit 2 with the flag to change).
+Workers get min(1, (CPUs - 1) / workers) CPUs unless --cpus-per-worker says otherwise: Ray Data keeps
+one whole CPU. Once the run is open, it ends FINISHED, FAILED (any error) or KILLED (SIGTERM: exit 143,
+checkpoints kept; the same --name resumes it). The name of a finished run is refused.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import math
+import os
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
@@ -25,8 +34,8 @@ from radiogen.data import (ROW_COLUMNS, DatasetMismatch, LocalSource, check_comp
 
 from .cli import add_train_arguments as add_arguments
 from .loop import Records, RunSettings, fit
-from .tracking import (TrackingUnavailable, Tracker, check_tracking, code_version, default_tracking_uri, flatten,
-                       open_run)
+from .tracking import (RunFinished, TrackingUnavailable, Tracker, check_tracking, code_version, default_tracking_uri,
+                       flatten, open_run, ui_hint)
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -82,15 +91,92 @@ def train_loop_per_worker(config: dict) -> None:
     fit(RunSettings(**config), RaySession())
 
 
-def run_ray(settings: RunSettings, args: argparse.Namespace, run_name: str, files: list[str], shuffle: bool) -> None:
+def connect_ray(address: str | None) -> bool:
+    """Initialise Ray (once per process); True when joining a cluster that exists already."""
+    import ray
+
+    joining = bool(address or os.environ.get("RAY_ADDRESS"))
+    if not ray.is_initialized():
+        ray.init(address=address, dashboard_host="127.0.0.1", configure_logging=False)
+    return joining
+
+
+class ResourceMismatch(ValueError):
+    """The requested workers do not fit the cluster while leaving one CPU for Ray Data."""
+
+
+RAY_DATA_CPUS = 1.0
+"""Ray Data only schedules on whole CPUs: one stays free of Train workers, or the per-epoch shuffle waits forever."""
+MIN_CPUS_PER_WORKER = 0.1
+RESOURCE_WAIT_S = 60.0
+"""How long a job joining an existing cluster waits for nodes still starting before it gives up."""
+
+
+def plan_cpus_per_worker(cpus: float, gpus: float, num_workers: int, requested: float | None, gpu: bool) -> float:
+    """CPUs per Train worker that leave RAY_DATA_CPUS for Ray Data; raise ResourceMismatch naming the flag."""
+    if num_workers < 1:
+        raise ResourceMismatch(f"--num-workers must be at least 1, got {num_workers}")
+    if gpu and gpus < num_workers:
+        raise ResourceMismatch(f"--gpu asks for one GPU per worker: --num-workers {num_workers} needs {num_workers} "
+                               f"GPUs but the cluster has {gpus:g}; lower --num-workers to {int(gpus)} or leave "
+                               f"out --gpu" if gpus >= 1 else
+                               f"--gpu asks for one GPU per worker but the cluster has no GPU; leave out --gpu")
+    spare = cpus - RAY_DATA_CPUS
+    if requested is None:
+        share = min(1.0, math.floor(spare / num_workers * 1000) / 1000)  # Ray counts resources in 1e-4 units
+        if share < MIN_CPUS_PER_WORKER:
+            most = math.floor(round(spare / MIN_CPUS_PER_WORKER, 6))
+            fix = (f"lower --num-workers to {most} or fewer" if most >= 1 else
+                   "train with --local, or on a cluster with at least 2 CPUs")
+            raise ResourceMismatch(f"--num-workers {num_workers} on a cluster of {cpus:g} CPUs leaves {max(share, 0):g} "
+                                   f"CPU per worker after {RAY_DATA_CPUS:g} CPU for Ray Data (at least "
+                                   f"{MIN_CPUS_PER_WORKER:g} is needed); {fix}")
+        return share
+    if requested <= 0:
+        raise ResourceMismatch(f"--cpus-per-worker must be > 0, got {requested:g}")
+    if requested * num_workers > spare + 1e-9:
+        fits = math.floor(max(spare, 0) / num_workers * 1000) / 1000
+        raise ResourceMismatch(
+            f"--cpus-per-worker {requested:g} x --num-workers {num_workers} = {requested * num_workers:g} CPUs, but "
+            f"the cluster has {cpus:g} and Ray Data needs {RAY_DATA_CPUS:g} of them; lower --cpus-per-worker to "
+            f"{fits:g} or less (or leave it out to size it automatically) or lower --num-workers")
+    return requested
+
+
+def size_workers(args: argparse.Namespace, joining: bool) -> float:
+    """Check the cluster's resources against the request; print and return the CPUs per worker."""
+    import ray
+
+    deadline = time.monotonic() + (RESOURCE_WAIT_S if joining else 0)
+    waited = False
+    while True:
+        total = ray.cluster_resources()
+        cpus, gpus = float(total.get("CPU", 0)), float(total.get("GPU", 0))
+        try:
+            share = plan_cpus_per_worker(cpus, gpus, args.num_workers, args.cpus_per_worker, args.gpu)
+            break
+        except ResourceMismatch:
+            if time.monotonic() >= deadline:
+                raise
+            if not waited:
+                print(f"resources: the cluster has {cpus:g} CPUs, {gpus:g} GPUs so far; waiting up to "
+                      f"{RESOURCE_WAIT_S:g} s for more nodes")
+                waited = True
+            time.sleep(2)
+    how = "--cpus-per-worker" if args.cpus_per_worker is not None else "sized automatically"
+    print(f"resources: {args.num_workers} worker(s) x {share:g} CPU{' + 1 GPU' if args.gpu else ''} ({how}); "
+          f"cluster {cpus:g} CPUs, {gpus:g} GPUs; {cpus - share * args.num_workers:g} CPU left for Ray Data")
+    return share
+
+
+def run_ray(settings: RunSettings, args: argparse.Namespace, run_name: str, files: list[str], shuffle: bool,
+            cpus_per_worker: float) -> None:
     import ray
     from ray.data import ExecutionOptions
     from ray.data.expressions import col
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init(address=args.address, dashboard_host="127.0.0.1", configure_logging=False)
     rows = ray.data.read_parquet(files).select_columns([*ROW_COLUMNS, "split", "kind"])
 
     def train_part(kind: str) -> ray.data.Dataset:
@@ -105,7 +191,7 @@ def run_ray(settings: RunSettings, args: argparse.Namespace, run_name: str, file
         train_loop_per_worker,
         train_loop_config=asdict(settings),
         scaling_config=ScalingConfig(num_workers=args.num_workers, use_gpu=args.gpu,
-                                     resources_per_worker={"CPU": args.cpus_per_worker}),
+                                     resources_per_worker={"CPU": cpus_per_worker}),
         run_config=RunConfig(name=run_name, storage_path=str(storage),
                              failure_config=FailureConfig(max_failures=args.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
@@ -119,8 +205,29 @@ def run_ray(settings: RunSettings, args: argparse.Namespace, run_name: str, file
 # The command.
 
 
-def dataset_fingerprint(root: Path) -> str:
-    return hashlib.sha256((root / schema.MANIFEST_NAME).read_bytes()).hexdigest()[:16]
+class Sigterm:
+    """Within `with Sigterm() as stop:` the first SIGTERM raises KeyboardInterrupt in the main thread and sets
+    `stop.received`; later ones are ignored while the run is being closed. A KeyboardInterrupt, because Ray's
+    blocking calls pass only that one on promptly (as a plain KeyboardInterrupt: hence the flag) and no
+    `except Exception` retry loop swallows it. This replaces Ray's own handler, which dumps a stack and aborts."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self.previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if not self.received:
+            self.received = True
+            raise KeyboardInterrupt("SIGTERM")
+
+    def __enter__(self) -> "Sigterm":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,9 +242,12 @@ def run(args: argparse.Namespace) -> int:
         run_name = args.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if not RUN_NAME.fullmatch(run_name):
             raise ConfigError(f"--name {run_name!r}: use letters, digits, '.', '_' and '-' only")
+        if args.data_timeout < 0:
+            raise ConfigError(f"--data-timeout must be >= 0 (0 = off), got {args.data_timeout:g}")
         runs_dir = Path(args.runs_dir).resolve()
-        uri = default_tracking_uri(runs_dir)
+        uri = default_tracking_uri(runs_dir, args.tracking_uri)
         check_tracking(uri)
+        schema.verify_dataset(data)  # every file against its recorded size and hash, before any run exists
     except (ConfigError, schema.SchemaError, DatasetMismatch, TrackingUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -156,43 +266,77 @@ def run(args: argparse.Namespace) -> int:
     if not validation:
         print("warning: the validation split has fewer than 2 paired slices; validation metrics and figures are off")
 
+    cpus_per_worker = None
+    if not args.local:
+        try:
+            cpus_per_worker = size_workers(args, connect_ray(args.address))
+        except ResourceMismatch as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
     mode = "local" if args.local else "ray"
     params = flatten("", to_dict(cfg)) | {"run.mode": mode, "run.num_workers": 1 if args.local else args.num_workers,
                                           "run.data": str(data), "run.gpu": args.gpu}
-    tags = {"radiogen.ablation": cfg.name, "radiogen.dataset_fingerprint": dataset_fingerprint(data),
+    if cpus_per_worker is not None:
+        params["run.cpus_per_worker"] = cpus_per_worker
+    tags = {"radiogen.ablation": cfg.name, "radiogen.dataset_fingerprint": schema.dataset_fingerprint(data),
             "radiogen.code_version": code_version(), "radiogen.mode": mode}
     artifact_root = runs_dir / "mlartifacts" if uri.startswith("sqlite:") else None
-    run_id = open_run(uri, args.experiment, run_name, params, tags, artifact_root)
-    stats = schema.gene_stats(manifest, cfg.data.gene_norm)
-    settings = RunSettings(
-        config=to_dict(cfg), tracking_uri=uri, run_id=run_id,
-        genes={"subject_ids": matrix.subject_ids, "values": matrix.values, "stats": stats.to_dict()},
-        pool=pool_records(data), validation=validation, log_every=args.log_every, val_every=args.val_every,
-        checkpoint_every=args.checkpoint_every, fail_at_step=args.fail_at_step,
-        fail_marker=str(runs_dir / run_name / ".injected_failure") if args.fail_at_step else None)
-    (runs_dir / run_name).mkdir(parents=True, exist_ok=True)
-    print(f"run {run_name} (MLflow run {run_id}) tracking at {uri}")
-
-    tracker = Tracker(uri, run_id)
-    try:
-        if args.local:
-            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-            source = LocalSource(data, "train", cfg.train.batch_size, cfg.train.seed, shuffle=not args.no_shuffle)
-            from .local import LocalSession
-
-            fit(settings, LocalSession(source, runs_dir / run_name, device))
-        else:
-            run_ray(settings, args, run_name, schema.slice_files(data, manifest), shuffle=not args.no_shuffle)
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
-    tracker.finish("FINISHED")
-    print(f"run {run_name} finished; open the tracking UI with: mlflow ui --backend-store-uri {uri}")
+    with Sigterm() as stop:
+        try:
+            run_id = open_run(uri, args.experiment, run_name, params, tags, artifact_root)
+        except RunFinished as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 128 + (signal.SIGTERM if stop.received else signal.SIGINT)
+        # From here on the MLflow run exists: whatever ends this process closes it (FINISHED, FAILED or KILLED).
+        status = "FAILED"
+        try:
+            train(args, cfg, manifest, matrix, validation, data, runs_dir, run_name, uri, run_id, cpus_per_worker)
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            where = runs_dir / run_name if args.local else runs_dir / "ray" / run_name
+            print(f"run {run_name} stopped by {'SIGTERM' if stop.received else 'an interrupt'}; its checkpoints stay "
+                  f"in {where}; run again with --name {run_name} to resume", file=sys.stderr)
+            return 128 + (signal.SIGTERM if stop.received else signal.SIGINT)
+        finally:
+            try:
+                Tracker(uri, run_id).finish(status)
+            except Exception as err:  # noqa: BLE001 - never hide the original error
+                print(f"tracking: could not mark MLflow run {run_id} {status} ({err})", file=sys.stderr)
+    print(f"run {run_name} finished; {ui_hint(uri)}")
     return 0
 
 
+def train(args: argparse.Namespace, cfg: ExperimentConfig, manifest: dict, matrix: schema.GeneMatrix,
+          validation: dict, data: Path, runs_dir: Path, run_name: str, uri: str, run_id: str,
+          cpus_per_worker: float | None) -> None:
+    """The training itself, into the open MLflow run `run_id`."""
+    stats = schema.gene_stats(manifest, cfg.data.gene_norm)
+    settings = RunSettings(
+        config=to_dict(cfg), tracking_uri=uri, run_id=run_id,
+        genes={"subject_ids": matrix.subject_ids, "values": matrix.values, "stats": stats.to_dict(),
+               "names": list(manifest["gene_names"])},
+        pool=pool_records(data), validation=validation, log_every=args.log_every, val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every, data_timeout=args.data_timeout, fail_at_step=args.fail_at_step,
+        fail_marker=str(runs_dir / run_name / ".injected_failure") if args.fail_at_step else None)
+    (runs_dir / run_name).mkdir(parents=True, exist_ok=True)
+    print(f"run {run_name} (MLflow run {run_id}) tracking at {uri}")
+    if args.local:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        source = LocalSource(data, "train", cfg.train.batch_size, cfg.train.seed, shuffle=not args.no_shuffle)
+        from .local import LocalSession
+
+        fit(settings, LocalSession(source, runs_dir / run_name, device))
+    else:
+        run_ray(settings, args, run_name, schema.slice_files(data, manifest), not args.no_shuffle, cpus_per_worker)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ray_jobs.train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ray_jobs.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -50,3 +50,24 @@ def test_default_store_and_checks(tmp_path, monkeypatch):
     assert default_tracking_uri(tmp_path) == "http://127.0.0.1:9"
     with pytest.raises(TrackingUnavailable, match="refuses the plain file store"):
         check_tracking(f"file://{tmp_path}")
+
+
+def test_explicit_tracking_uri_wins_and_an_empty_one_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    assert default_tracking_uri(tmp_path, "http://mlflow.example:5000") == "http://mlflow.example:5000"
+    with pytest.raises(TrackingUnavailable, match="--tracking-uri is empty"):
+        default_tracking_uri(tmp_path, "")  # `--tracking-uri "$MLFLOW_TRACKING_URI"` with the variable unset
+
+
+def test_ui_hint_fits_the_kind_of_store(tmp_path):
+    import sys
+    from pathlib import Path
+
+    from ray_jobs.tracking import ui_hint
+
+    assert ui_hint("http://127.0.0.1:5000") == "open http://127.0.0.1:5000 in a browser"
+    assert ui_hint("https://mlflow.example") == "open https://mlflow.example in a browser"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    assert mlflow_bin.is_file()  # the venv's own mlflow, not whatever `mlflow` PATH finds
+    assert ui_hint(uri) == f"open the tracking UI with: {mlflow_bin} ui --backend-store-uri {uri}"

@@ -23,16 +23,19 @@ def n_genes(data: Path) -> int:
     return len(json.loads((data / "manifest.json").read_text())["gene_names"])
 
 
+def train_args(data: Path, runs: Path, *extra: str, name: str, steps: int = 12) -> list[str]:
+    return ["--config", TINY, "--data", str(data), "--runs-dir", str(runs), "--name", name, "--max-steps", str(steps),
+            "--set", f"data.n_genes={n_genes(data)}", "--set", "train.batch_size=4", "--log-every", "2",
+            "--val-every", "6", "--checkpoint-every", "6", "--val-size", "8", *extra]
+
+
 def train(data: Path, runs: Path, uri: str, *extra: str, name: str, steps: int = 12) -> int:
     """The `ray_jobs.train` entry point in this process, on the session's Ray cluster."""
     from ray_jobs.train import main
 
-    args = ["--config", TINY, "--data", str(data), "--runs-dir", str(runs), "--name", name, "--max-steps", str(steps),
-            "--set", f"data.n_genes={n_genes(data)}", "--set", "train.batch_size=4", "--log-every", "2",
-            "--val-every", "6", "--checkpoint-every", "6", "--val-size", "8", *extra]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
-        return main(args)
+        return main(train_args(data, runs, *extra, name=name, steps=steps))
 
 
 def run_of(uri: str, name: str):
@@ -49,12 +52,17 @@ def steps_of(client, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
 
 
-def test_local_run_is_fully_tracked(prepared, mlflow_server, tmp_path):
+def test_local_run_is_fully_tracked(prepared, mlflow_server, tmp_path, capsys):
+    from radiogen import schema
+
     assert train(prepared, tmp_path, mlflow_server, "--local", name="local-tracked") == 0
+    assert f"run local-tracked finished; open {mlflow_server} in a browser" in capsys.readouterr().out
     client, run = run_of(mlflow_server, "local-tracked")
     assert run.info.status == "FINISHED"
     assert run.data.params["generator.code_dim"] == "16" and run.data.params["loss.lambda_l1"] == "100.0"
-    assert run.data.tags["radiogen.ablation"] == "tiny" and len(run.data.tags["radiogen.dataset_fingerprint"]) == 16
+    assert run.data.tags["radiogen.ablation"] == "tiny"
+    # The dataset's content fingerprint (no timestamp in it: a re-prep of the same inputs gives the same tag).
+    assert run.data.tags["radiogen.dataset_fingerprint"] == schema.dataset_fingerprint(prepared)
     assert run.data.tags["radiogen.code_version"]
     for key in ("loss/D/ISG", "loss/G/I", "loss/G/l1", "grad_norm/G", "perf/images_per_s", "perf/data_wait_fraction"):
         assert steps_of(client, run.info.run_id, key) == [2, 4, 6, 8, 10, 12], key
@@ -62,7 +70,7 @@ def test_local_run_is_fully_tracked(prepared, mlflow_server, tmp_path):
     assert "val/frechet_radiomic" in run.data.metrics
     figures = [a.path for a in client.list_artifacts(run.info.run_id, "figures")]
     assert figures == ["figures/fig2_step0000006.png", "figures/fig2_step0000012.png"]
-    assert "generator_ema_config.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"generator_ema_config.json", "generator_ema_weights.pt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     models = client.search_logged_models([run.info.experiment_id], f"source_run_id = '{run.info.run_id}'")
     assert [m.name for m in models] == ["generator_ema"]  # MLflow 3: a logged model linked to the run
     # The metrics are also kept next to the last checkpoint.
@@ -71,22 +79,68 @@ def test_local_run_is_fully_tracked(prepared, mlflow_server, tmp_path):
     assert ckpt.name == "step_00000012" and [r["step"] for r in lines if "loss/G/l1" in r["metrics"]] == [2, 4, 6, 8, 10, 12]
 
 
-def test_logged_model_loads_and_generates(prepared, mlflow_server, tmp_path):
-    import mlflow.pytorch
+def test_logged_model_takes_raw_expression(prepared, mlflow_server, tmp_path):
+    """The logged generator stands on its own: fed a patient's raw expression (as genes.parquet holds it) and a
+    background slice, it gives what G_ema gives on the normalised vector; a weights-only file sits beside it."""
+    import mlflow
+    import mlflow.pyfunc
+    import numpy as np
     import torch
 
+    from radiogen import schema
+    from radiogen.checkpoint import load_generator
+    from radiogen.data import read_records
+    from radiogen.genes import apply_gene_stats
+
     assert train(prepared, tmp_path, mlflow_server, "--local", name="local-model", steps=4) == 0
-    _, run = run_of(mlflow_server, "local-model")
+    client, run = run_of(mlflow_server, "local-model")
     mlflow.set_tracking_uri(mlflow_server)
-    G = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/generator_ema")
-    out = G(torch.zeros(2, 1, 32, 32), torch.zeros(2, n_genes(prepared)))
-    assert out.image.shape == (2, 1, 32, 32)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/generator_ema")
+    manifest = schema.read_manifest(prepared)
+    raw = schema.read_genes(prepared).values[:2].astype(np.float32)
+    bg = schema.decode_images(read_records(prepared, "train", "background", 2)["image"], 32)[:, None]
+    out = model.predict({"background": bg, "genes": raw}, params={"seed": 7})
+
+    G, cfg = load_generator(tmp_path / "local-model" / "checkpoints" / "step_00000004" / "state.pt")
+    stats = schema.gene_stats(manifest, cfg.data.gene_norm)
+    with torch.no_grad():
+        torch.manual_seed(7)
+        ref = G(torch.from_numpy(bg), torch.from_numpy(apply_gene_stats(stats, raw)))
+        torch.manual_seed(7)
+        unnormalised = G(torch.from_numpy(bg), torch.from_numpy(raw))
+    assert out["image"].shape == (2, 1, 32, 32)
+    np.testing.assert_allclose(out["image"], ref.image.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out["mask"], ref.mask.numpy(), atol=1e-5)
+    assert np.abs(out["image"] - unnormalised.image.numpy()).max() > 1e-3  # the normalisation really is applied
+
+    # What a user needs comes with the model: gene order, statistics, signature, an input example.
+    meta = model.metadata
+    assert meta.metadata["gene_names"] == manifest["gene_names"] and meta.metadata["gene_stats"] == stats.to_dict()
+    assert meta.get_input_schema().input_names() == ["background", "genes"] and meta.saved_input_example_info
+    assert torch.equal(model.unwrap_python_model().module.normalise(torch.from_numpy(raw)),
+                       torch.from_numpy(apply_gene_stats(stats, raw)))
+    weights = torch.load(client.download_artifacts(run.info.run_id, "generator_ema_weights.pt", str(tmp_path)),
+                         weights_only=True)
+    assert weights["gene_names"] == manifest["gene_names"] and weights["gene_stats"] == stats.to_dict()
+    assert weights["config"]["data"]["n_genes"] == n_genes(prepared)
+    assert all(torch.equal(v, G.state_dict()[k]) for k, v in weights["state_dict"].items())
 
 
-def test_two_worker_ray_training_finishes_and_logs(prepared, mlflow_server, tmp_path):
-    assert train(prepared, tmp_path, mlflow_server, "--num-workers", "2", "--cpus-per-worker", "0.5", name="ray-2w") == 0
+def test_two_workers_with_default_flags_fit_the_cluster(prepared, mlflow_server, ray_cluster, tmp_path):
+    """`--num-workers 2` without --cpus-per-worker on the 2-CPU cluster: sized to 0.5 CPU each so that Ray Data
+    keeps one CPU (at 1 CPU each the workers took both and the per-epoch shuffle waited forever). A driver
+    process of its own on the session's cluster, so that a hang is a timeout here, not a stuck session."""
+    gcs = ray_cluster.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-m", "ray_jobs.train", *train_args(prepared, tmp_path, "--num-workers", "2",
+                                                              "--address", gcs, name="ray-2w")]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "resources: 2 worker(s) x 0.5 CPU (sized automatically); cluster 2 CPUs, 0 GPUs; 1 CPU left for Ray Data" \
+        in res.stdout
     client, run = run_of(mlflow_server, "ray-2w")
     assert run.info.status == "FINISHED" and run.data.params["run.num_workers"] == "2"
+    assert run.data.params["run.cpus_per_worker"] == "0.5"
     assert steps_of(client, run.info.run_id, "loss/G/total") == [2, 4, 6, 8, 10, 12]
     assert run.data.metrics["perf/images_per_s"] > 0 and 0 <= run.data.metrics["perf/data_wait_fraction"] < 1
 
@@ -140,8 +194,10 @@ def test_config_and_dataset_mismatch_is_explained(prepared, mlflow_server, tmp_p
 
 
 def test_ray_job_submit_reaches_succeeded(prepared, mlflow_server, tmp_path):
-    """`ray job submit` against a real Ray head started here on loopback (and stopped by its own process,
-    never with `ray stop`, which would kill every Ray cluster on the machine)."""
+    """`ray job submit` as the README gives it (ray_jobs/runtime_env.yaml, `--tracking-uri` expanded by the
+    submitting shell) against a real Ray head started here on loopback (and stopped by its own process, never
+    with `ray stop`, which would kill every Ray cluster on the machine). Neither the head nor the job has
+    MLFLOW_TRACKING_URI: the run must still reach the tracking server named on the command line."""
     import signal
     import urllib.error
     import urllib.request
@@ -156,6 +212,7 @@ def test_ray_job_submit_reaches_succeeded(prepared, mlflow_server, tmp_path):
         ports += [flag, str(free_port())]
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
     head = subprocess.Popen([ray_bin, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
                              "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2",
                              "--temp-dir", str(temp), "--disable-usage-stats", *ports], env=env, start_new_session=True,
@@ -175,11 +232,10 @@ def test_ray_job_submit_reaches_succeeded(prepared, mlflow_server, tmp_path):
         entry = (f"{shlex.quote(sys.executable)} -m ray_jobs.train --config {shlex.quote(TINY)} "
                  f"--data {shlex.quote(str(prepared))} --runs-dir {shlex.quote(str(tmp_path))} --name submitted "
                  f"--max-steps 4 --set data.n_genes={n_genes(prepared)} --set train.batch_size=4 "
-                 f"--log-every 2 --checkpoint-every 4 --val-every 4 --cpus-per-worker 0.5")
-        runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": mlflow_server, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}
+                 f"--log-every 2 --checkpoint-every 4 --val-every 4 --tracking-uri {shlex.quote(mlflow_server)}")
         for _ in range(40):  # the head's job agent comes up a little after the dashboard
             res = subprocess.run([ray_bin, "job", "submit", "--address", address, "--submission-id", "radiogen-test",
-                                  "--runtime-env-json", json.dumps(runtime_env), "--", *shlex.split(entry)],
+                                  "--runtime-env", "ray_jobs/runtime_env.yaml", "--", *shlex.split(entry)],
                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
             if "No available agent" not in res.stderr:
                 break
@@ -187,8 +243,10 @@ def test_ray_job_submit_reaches_succeeded(prepared, mlflow_server, tmp_path):
         status = subprocess.run([ray_bin, "job", "status", "--address", address, "radiogen-test"],
                                 env=env, capture_output=True, text=True, timeout=60)
         assert "Job 'radiogen-test' succeeded" in status.stdout, res.stdout[-3000:] + res.stderr[-3000:] + status.stdout
+        assert "resources: 1 worker(s) x 1 CPU (sized automatically)" in res.stdout
         client, run = run_of(mlflow_server, "submitted")
-        assert steps_of(client, run.info.run_id, "loss/G/total") == [2, 4]
+        assert run.info.status == "FINISHED" and steps_of(client, run.info.run_id, "loss/G/total") == [2, 4]
+        assert not (tmp_path / "mlflow.db").exists()  # nothing went to a sqlite store in the runs folder
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
