@@ -710,24 +710,6 @@ def summary(manifest: dict, out: Path) -> str:
 # Command line
 
 
-def _fractions(text: str) -> tuple[float, float, float]:
-    try:
-        parts = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 3 or min(parts) < 0 or abs(sum(parts) - 1) > 1e-6 or parts[0] <= 0:
-        raise argparse.ArgumentTypeError(f"--split needs three fractions train,val,test >= 0 summing to 1 "
-                                         f"with train > 0, e.g. 0.7,0.15,0.15; got {text!r}")
-    return parts  # type: ignore[return-value]
-
-
-def _na_policy(text: str) -> gt.NaPolicy:
-    try:
-        return gt.parse_na_policy(text)
-    except gt.GeneTableError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     from data_prep.cli import add_prep_parser  # the flags live there, light enough for `radiogen --help`
 

@@ -60,6 +60,19 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     return p
 
 
+def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from radiogen.cli import source_docstring
+
+    from .eval import add_arguments  # argparse only at import
+
+    p = subparsers.add_parser("eval", help="evaluate a trained generator: figures, realism, conditioning, the "
+                                           "radiogenomic map vs the classical pipeline (and vs truth), report",
+                              description=source_docstring("ray_jobs.eval"),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     from data_prep.cli import add_cohort_parser, add_prep_parser
     from radiogen.cli import register_cli as register_core
@@ -70,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cohort_parser(sub).set_defaults(handler="data_prep.cohort:_run")
     add_prep_parser(sub).set_defaults(handler="data_prep.prep:_run")
     add_train_parser(sub).set_defaults(handler="ray_jobs.train:run")
+    add_eval_parser(sub).set_defaults(handler="ray_jobs.eval:run")
     register_core(sub)
     return parser
 

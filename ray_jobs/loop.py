@@ -31,12 +31,14 @@ from radiogen.config import ExperimentConfig, from_dict, to_dict
 from radiogen.data import GeneLookup, MismatchPool, assemble_batch, decode_pairs
 from radiogen.figures import fig2_grid, save_figure
 from radiogen.genes import GeneStats
+from radiogen.evaluation.synthesis import map_quality
 from radiogen.metrics import background_l1, realism_report
 from radiogen.train_step import TrainState, build_training, local_rng, refresh_ema_bn, train_step
 
 from .tracking import Tracker
 
 STATE_FILE = "state.pt"
+MAP_BACKGROUNDS = 8  # fixed validation backgrounds every subject's genes are drawn over for val/map_quality
 METRICS_FILE = "metrics.jsonl"
 Records = dict[str, np.ndarray]
 T = TypeVar("T")
@@ -55,7 +57,8 @@ class RunSettings:
     pool: Records = field(default_factory=dict)
     """Training nodule rows of several subjects seeding the MismatchPool (for single-subject batches)."""
     validation: dict[str, Records] = field(default_factory=dict)
-    """{"nodules": records, "backgrounds": records} of the validation split (rank 0 evaluates them)."""
+    """{"nodules": records, "backgrounds": records, "map": {"subject_ids", "phenotype"} or {}} of the validation
+    split (rank 0 evaluates them; "map" is the real phenotype per validation subject for val/map_quality)."""
     log_every: int = 10
     val_every: int = 100
     checkpoint_every: int = 100
@@ -166,8 +169,11 @@ def seed_for(seed: int, rank: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 7_919 + step) % 2**63
 
 
-def validate(state: TrainState, pairs: tuple, step: int, figure_dir: Path) -> tuple[dict[str, float], Path]:
-    """Background L1 and radiomic realism of the EMA generator on the validation pairs, plus a Fig. 2.
+def validate(state: TrainState, pairs: tuple, step: int, figure_dir: Path,
+             map_reference: tuple[torch.Tensor, np.ndarray] | None = None) -> tuple[dict[str, float], Path]:
+    """Background L1 and radiomic realism of the EMA generator on the validation pairs, plus a Fig. 2;
+    with `map_reference` ((genes (S, G), real phenotype (S, 4)) of the validation subjects) also
+    `val/map_quality`, the gene-swap map score of radiogen.evaluation.synthesis.map_quality.
 
     `pairs` is `decode_pairs` of the validation records, decoded once per run.
     """
@@ -182,6 +188,10 @@ def validate(state: TrainState, pairs: tuple, step: int, figure_dir: Path) -> tu
     metrics = {"val/l1_background": background_l1(fake_img, bg_np, fake_mask)}
     metrics |= {f"val/{k}": v for k, v in realism_report(real_img, real_mask, fake_img, fake_mask).items()}
     weight = None if out.weight is None else out.weight.float().cpu().numpy()[:, 0]
+    if map_reference is not None:
+        map_genes, real_phenotype = map_reference
+        metrics["val/map_quality"] = map_quality(state.G_ema, background[:MAP_BACKGROUNDS], map_genes, real_phenotype,
+                                                 state.device, seed=cfg.train.seed)
     figure = save_figure(fig2_grid(bg_np, fake_img, weight, fake_mask), figure_dir / f"fig2_step{step:07d}.png")
     return metrics, figure
 
@@ -253,6 +263,8 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
     pool = MismatchPool([str(s) for s in settings.pool["subject_id"]], pool_masks[:, None])
     val_pairs = decode_pairs(settings.validation["nodules"], settings.validation["backgrounds"], genes,
                              cfg.data.image_size) if rank0 and settings.validation else None
+    reference = settings.validation.get("map") if rank0 else None
+    map_reference = (genes(list(reference["subject_ids"])), reference["phenotype"]) if reference else None
     while state.step < t.max_steps:
         batches = watched(session.epoch_batches(epoch, t.batch_size), settings.data_timeout,
                           f"rank {session.rank}, epoch {epoch}")
@@ -278,7 +290,7 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
             if step % settings.log_every == 0 or step == t.max_steps:
                 pending.append({"step": step, "metrics": window.flush(images_per_step)})
             if val_pairs is not None and (step % settings.val_every == 0 or step == t.max_steps):
-                val, figure = validate(state, val_pairs, step, scratch / "figures")
+                val, figure = validate(state, val_pairs, step, scratch / "figures", map_reference)
                 pending.append({"step": step, "metrics": val})
                 try:
                     tracker.log_artifact(figure, "figures")  # named by step: a re-run overwrites, never duplicates

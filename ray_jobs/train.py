@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from radiogen import schema
@@ -120,7 +121,7 @@ def plan_cpus_per_worker(cpus: float, gpus: float, num_workers: int, requested: 
         raise ResourceMismatch(f"--gpu asks for one GPU per worker: --num-workers {num_workers} needs {num_workers} "
                                f"GPUs but the cluster has {gpus:g}; lower --num-workers to {int(gpus)} or leave "
                                f"out --gpu" if gpus >= 1 else
-                               f"--gpu asks for one GPU per worker but the cluster has no GPU; leave out --gpu")
+                               "--gpu asks for one GPU per worker but the cluster has no GPU; leave out --gpu")
     spare = cpus - RAY_DATA_CPUS
     if requested is None:
         share = min(1.0, math.floor(spare / num_workers * 1000) / 1000)  # Ray counts resources in 1e-4 units
@@ -265,6 +266,10 @@ def run(args: argparse.Namespace) -> int:
                   "backgrounds": {k: v[:n_val] for k, v in backgrounds_val.items()}} if n_val >= 2 else {}
     if not validation:
         print("warning: the validation split has fewer than 2 paired slices; validation metrics and figures are off")
+    else:
+        validation["map"] = map_reference(data, cfg.data.image_size)
+        if not validation["map"]:
+            print("warning: the validation split has fewer than 3 subjects with nodules; val/map_quality is off")
 
     cpus_per_worker = None
     if not args.local:
@@ -308,6 +313,20 @@ def run(args: argparse.Namespace) -> int:
                 print(f"tracking: could not mark MLflow run {run_id} {status} ({err})", file=sys.stderr)
     print(f"run {run_name} finished; {ui_hint(uri)}")
     return 0
+
+
+def map_reference(data: Path, image_size: int) -> Records:
+    """The real nodule phenotype per validation subject: the reference `val/map_quality` compares the
+    gene-swapped synthetic nodules with ({} when fewer than MIN_SUBJECTS validation subjects)."""
+    from radiogen.evaluation.synthesis import MIN_SUBJECTS, cheap_phenotype_by_subject
+
+    rows = read_records(data, "val", "nodule")
+    subjects = sorted({str(s) for s in rows["subject_id"]})
+    if len(subjects) < MIN_SUBJECTS:
+        return {}
+    images, masks = schema.decode_images(rows["image"], image_size), schema.decode_masks(rows["mask"], image_size)
+    return {"subject_ids": np.asarray(subjects),
+            "phenotype": cheap_phenotype_by_subject(images, masks, rows["subject_id"], subjects)}
 
 
 def train(args: argparse.Namespace, cfg: ExperimentConfig, manifest: dict, matrix: schema.GeneMatrix,

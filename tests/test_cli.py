@@ -6,8 +6,6 @@ import argparse
 import re
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -26,7 +24,7 @@ def subcommands() -> list[str]:
 def test_help_lists_only_real_subcommands():
     out = subprocess.run([sys.executable, "-m", "ray_jobs.cli", "--help"], capture_output=True, text=True, check=True)
     listed = sorted(set(re.findall(r"^    (\w+)\s", out.stdout, re.M)))
-    assert listed == subcommands() == ["cohort", "config", "cost", "overfit", "prep", "train"]
+    assert listed == subcommands() == ["cohort", "config", "cost", "eval", "overfit", "prep", "train"]
     # Every subcommand does real work: its --help runs and its handler ("module:function") is a real function.
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
@@ -36,15 +34,17 @@ def test_help_lists_only_real_subcommands():
         assert callable(handler_of(sub.choices[name].get_default("handler"))), name
 
 
-def test_help_answers_at_once():
-    """`--help` of every subcommand costs an interpreter start plus argparse: no torch, Ray or MLflow import."""
-    script = Path(sys.executable).with_name("radiogen")
-    for name in ["", *subcommands()]:
-        start = time.perf_counter()
-        res = subprocess.run([str(script), *([name] if name else []), "--help"], capture_output=True, text=True)
-        elapsed = time.perf_counter() - start
-        assert res.returncode == 0 and "usage: radiogen" in res.stdout, res.stderr
-        assert elapsed < 1.0, f"radiogen {name} --help took {elapsed:.2f} s"
+HEAVY = ("torch", "ray", "mlflow", "SimpleITK", "numpy", "pandas", "pyarrow", "scipy", "sklearn", "radiomics")
+
+
+@pytest.mark.parametrize("name", ["", "cohort", "prep", "train", "eval", "config", "cost", "overfit"])
+def test_help_answers_without_importing_heavy_packages(name):
+    """`--help` costs an interpreter start plus argparse (0.06-0.09 s here, against 2.6-3.2 s when the
+    CLI imported torch and Ray): every heavy package is made unimportable and --help still works."""
+    code = (f"import sys\nfor m in {HEAVY!r}: sys.modules[m] = None  # `import m` now raises\n"
+            f"from ray_jobs.cli import main\nmain({[name, '--help'] if name else ['--help']!r})")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0 and "usage: " in res.stdout, res.stderr[-2000:]
 
 
 def test_train_module_takes_exactly_the_flags_of_radiogen_train():
