@@ -178,6 +178,7 @@ def _json_ready(value):
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import math
     import tempfile
     import time
 
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     from radiogen.evaluation.pipeline import evaluate, load_data
     from radiogen.evaluation.report import key_metrics, render_report
 
-    from .tracking import TrackingUnavailable, check_tracking, code_version, default_tracking_uri, with_retry
+    from .tracking import TrackingUnavailable, Tracker, check_tracking, code_version, default_tracking_uri, with_retry
 
     start = time.perf_counter()
     runs_dir = Path(args.runs_dir).resolve()
@@ -273,8 +274,12 @@ def run(args: argparse.Namespace) -> int:
 
         metrics = _write_atomically(out, fill).metrics
         if eval_run:
-            n = _log_results(client, eval_run, metrics, out, with_retry)
-            print(f"MLflow: {n} metrics and the report logged to run {eval_run}")
+            # NaN (undefined) metrics stay in metrics.json as null and are not sent.
+            finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+            tracker = Tracker(uri, eval_run)
+            tracker.log_records([{"step": 0, "metrics": finite}])
+            with_retry(lambda: client.log_artifacts(eval_run, str(out)), "log report")
+            print(f"MLflow: {len(finite)} metrics and the report logged to run {eval_run}")
         status = "FINISHED"
     finally:
         if eval_run:
@@ -317,22 +322,6 @@ def _open_eval_run(client, parent, name: str, fingerprint: str, runs_dir: Path, 
     with_retry(lambda: client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()]),
                "log params")
     return run.info.run_id
-
-
-def _log_results(client, run_id: str, metrics: dict[str, float], out: Path, with_retry) -> int:
-    """Finite metrics (NaN = undefined stays in metrics.json as null) and the report folder as artifacts;
-    returns the number of metrics logged."""
-    import math
-    import time
-
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    values = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(v)]
-    for i in range(0, len(values), 1000):
-        with_retry(lambda chunk=values[i:i + 1000]: client.log_batch(run_id, metrics=chunk), "log metrics")
-    with_retry(lambda: client.log_artifacts(run_id, str(out)), "log report")
-    return len(values)
 
 
 def main(argv: list[str] | None = None) -> int:
