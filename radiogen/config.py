@@ -137,6 +137,10 @@ class DiscriminatorConfig:
     """Cap on channels at any level."""
     depth: int = 4
     """Number of stride-2 convolutions in each encoder (paper default: 64 -> 512 in 4 levels)."""
+    spectral_norm: bool = False
+    """Spectral normalisation (Miyato et al. 2018) of every convolution of D, and no BatchNorm in D (its
+    per-batch rescaling would undo the Lipschitz bound and couple the samples of an R1 gradient; the
+    convolutions BN followed get a bias instead). False = the paper's D: BatchNorm, no parametrisation."""
 
     def __post_init__(self) -> None:
         for name in ("base_channels", "max_channels", "depth"):
@@ -161,9 +165,20 @@ class LossConfig:
     """Side of the square erosion applied to the generated background (1 - mask); 1 = none."""
     kl_weight: float = 2.0
     """Weight of the KL term of the baseline's conditioning augmentation (read by mcgan only); 0 = off."""
+    r1_gamma: float = 0.0
+    """R1 penalty on real data for D (Mescheder et al. 2018): D's loss gets gamma/2 * sum over the computed
+    heads of E_b ||grad_x D_h(x, m, code)||^2, the gradient taken w.r.t. the real image x only (mask and code
+    as they are), each sample's score summed over patch positions; reported unscaled as loss/D/r1.
+    Computed every D step when > 0; 0 = off (the real image needs no gradient, nothing is computed)."""
+    code_to_d: Literal["attached", "detached"] = "attached"
+    """The gene code D_ISG is given in the G step. attached (default): G's own code phi(g) as G returns it,
+    with its graph, so the ISG term's gradient reaches the mapping network both through the image and mask
+    and directly through the code input (G may lower the loss by moving the code D sees instead of the
+    image); detached: the same values without gradient, so phi learns only through what G draws.
+    The D step always sees detached codes."""
 
     def __post_init__(self) -> None:
-        for name in ("weight_I", "weight_IS", "weight_ISG", "lambda_l1", "kl_weight"):
+        for name in ("weight_I", "weight_IS", "weight_ISG", "lambda_l1", "kl_weight", "r1_gamma"):
             _require(getattr(self, name) >= 0, name, f"must be >= 0 (0 = term off), got {getattr(self, name)}")
         _require(self.erosion >= 1 and self.erosion % 2 == 1, "erosion",
                  f"must be an odd size >= 1 (1 = no erosion), got {self.erosion}")
@@ -217,6 +232,11 @@ class TrainConfig:
     """auto: bf16 autocast on CUDA, fp32 elsewhere; fp32; bf16: autocast to bfloat16 on any device."""
     channels_last: bool = False
     """Run both networks in channels_last memory format (faster convolutions on recent GPUs)."""
+    augment: Literal["off", "diffaugment"] = "off"
+    """diffaugment: DiffAugment (Zhao et al. 2020) on every D input, real and fake, in the D and the G step:
+    a random translation (up to 1/8 of the side, edge padding) and a cutout (half the side, set to 0),
+    one draw per sample applied alike to the image and its mask(s); no colour transforms (intensity carries
+    the density the genes drive). The background L1 is not augmented. off: D sees the tuples as they are."""
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 2, "batch_size",

@@ -6,6 +6,9 @@ L_DISG = E[(D_ISG(x,m,g)-1)^2] + E[D_ISG(x,m_bar,g)^2] + E[D_ISG(x,m,g_bar)^2] +
 L_G    = sum_h E[(D_h(G_x, ...)-1)^2] + lambda * E|G_x*M - x_b*M|,  M = erode(1 - G_m), no gradient through M
 (+ kl_weight * KL for the MC-GAN baseline). Every head term is multiplied by its weight; a weight-0
 term is never computed (its head is not even built). E is the mean over batch and patch positions.
+
+Optional stabilisers, all off by default: the R1 penalty (loss.r1_gamma), DiffAugment of every D input
+(train.augment) and a detached code for D_ISG in the G step (loss.code_to_d); see their config docs.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import augment as aug
 from .batch import Batch
 from .config import LossConfig
 from .models import Discriminator, GeneratorOutput
@@ -39,18 +43,42 @@ def background_l1(image: torch.Tensor, background: torch.Tensor, gen_mask: torch
     return ((image.float() - background.float()) * keep).abs().mean()
 
 
-class GANLoss:
-    """One loss object for both players; returns every term it computed under hierarchical names."""
+def r1_penalty(scores: list[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+    """sum_h E_b ||grad_x sum_p D_h(x)_bp||^2 (Mescheder et al. 2018, "Which training methods for GANs do
+    actually converge?"), with a graph so that D's backward includes it; `image` must require grad."""
+    total = image.new_zeros((), dtype=torch.float32)
+    for score in scores:
+        (grad,) = torch.autograd.grad(score.float().sum(), image, create_graph=True)
+        total = total + grad.float().pow(2).flatten(1).sum(1).mean()
+    return total
 
-    def __init__(self, cfg: LossConfig):
+
+class GANLoss:
+    """One loss object for both players; returns every term it computed under hierarchical names.
+
+    Args:
+        cfg: the loss slice.
+        augment: apply DiffAugment to every discriminator input (train.augment == "diffaugment").
+    """
+
+    def __init__(self, cfg: LossConfig, augment: bool = False):
         self.cfg = cfg
         self.weights = cfg.head_weights  # only heads with weight > 0
+        self.augment = augment
 
     def discriminator(self, D: Discriminator, batch: Batch, fake: GeneratorOutput,
                       code: torch.Tensor, wrong_code: torch.Tensor) -> dict[str, torch.Tensor]:
         """D loss; fake, code and wrong_code must already be detached from G."""
-        real = D(batch.image, batch.mask, code, wrong_mask=batch.mask_mismatch, wrong_code=wrong_code)
-        gen = D(fake.image, fake.mask, code)
+        image, mask, wrong_mask = batch.image, batch.mask, batch.mask_mismatch
+        fake_image, fake_mask = fake.image, fake.mask
+        if self.cfg.r1_gamma > 0:
+            image = image.detach().requires_grad_(True)  # R1 differentiates w.r.t. the real image, before augmentation
+        real_image = image
+        if self.augment:  # one draw per sample shared by the image and its masks; fresh draws for the fakes
+            real_image, mask, wrong_mask = aug.diff_augment(image, mask, wrong_mask)
+            fake_image, fake_mask = aug.diff_augment(fake_image, fake_mask)
+        real = D(real_image, mask, code, wrong_mask=wrong_mask, wrong_code=wrong_code)
+        gen = D(fake_image, fake_mask, code)
         terms: dict[str, torch.Tensor] = {}
         if "I" in self.weights:
             terms["loss/D/I"] = ls_real(real.I) + ls_fake(gen.I)
@@ -59,14 +87,22 @@ class GANLoss:
         if "ISG" in self.weights:
             terms["loss/D/ISG"] = (ls_real(real.ISG) + ls_fake(real.ISG_wrong_mask)
                                    + ls_fake(real.ISG_wrong_code) + ls_fake(gen.ISG))
-        terms["loss/D/total"] = sum(self.weights[k.split("/")[-1]] * v for k, v in terms.items())
+        total = sum(self.weights[k.split("/")[-1]] * v for k, v in terms.items())
+        if self.cfg.r1_gamma > 0:
+            terms["loss/D/r1"] = r1_penalty([getattr(real, h) for h in self.weights], image)
+            total = total + self.cfg.r1_gamma / 2 * terms["loss/D/r1"]
+        terms["loss/D/total"] = total
         return terms
 
     def generator(self, D: Discriminator, batch: Batch, fake: GeneratorOutput) -> dict[str, torch.Tensor]:
-        scores = D(fake.image, fake.mask, fake.code)
+        image, mask = fake.image, fake.mask
+        if self.augment:
+            image, mask = aug.diff_augment(image, mask)
+        code = fake.code if self.cfg.code_to_d == "attached" else fake.code.detach()
+        scores = D(image, mask, code)
         terms = {f"loss/G/{h}": ls_real(getattr(scores, h)) for h in self.weights}
         total = sum(self.weights[h] * terms[f"loss/G/{h}"] for h in self.weights)
-        if self.cfg.lambda_l1 > 0:
+        if self.cfg.lambda_l1 > 0:  # on the unaugmented image: the background must match where it is
             terms["loss/G/l1"] = background_l1(fake.image, batch.background, fake.mask, self.cfg.erosion)
             total = total + self.cfg.lambda_l1 * terms["loss/G/l1"]
         if fake.kl is not None and self.cfg.kl_weight > 0:

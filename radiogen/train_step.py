@@ -137,7 +137,8 @@ def build_training(cfg: ExperimentConfig, device: torch.device | str = "cpu") ->
     o = cfg.optim
     opt_G = torch.optim.Adam(G.parameters(), lr=o.lr_G, betas=(o.beta1, o.beta2))
     opt_D = torch.optim.Adam(D.parameters(), lr=o.lr_D, betas=(o.beta1, o.beta2))
-    return TrainState(cfg, G, D, G_ema, opt_G, opt_D, GANLoss(cfg.loss), device)
+    loss = GANLoss(cfg.loss, augment=cfg.train.augment == "diffaugment")
+    return TrainState(cfg, G, D, G_ema, opt_G, opt_D, loss, device)
 
 
 def _grad_norm(model: nn.Module, clip: float) -> torch.Tensor:

@@ -21,11 +21,17 @@ class DiscriminatorOutput(NamedTuple):
     ISG_wrong_code: torch.Tensor | None = None
 
 
-def _encoder(c_in: int, channels: list[int]) -> nn.Sequential:
+def _conv_norm(c_in: int, c_out: int, kernel: int, stride: int, batch_norm: bool) -> list[nn.Module]:
+    """conv (no bias when BN follows) + BN, or a biased conv alone."""
+    conv = nn.Conv2d(c_in, c_out, kernel, stride, 1, bias=not batch_norm)
+    return [conv, nn.BatchNorm2d(c_out)] if batch_norm else [conv]
+
+
+def _encoder(c_in: int, channels: list[int], batch_norm: bool = True) -> nn.Sequential:
     """Stride-2 4x4 convs with LeakyReLU 0.2; no BN after the first (pix2pix/DCGAN practice)."""
     layers: list[nn.Module] = [nn.Conv2d(c_in, channels[0], 4, 2, 1), nn.LeakyReLU(0.2)]
     for a, b in zip(channels[:-1], channels[1:]):
-        layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2)]
+        layers += [*_conv_norm(a, b, 4, 2, batch_norm), nn.LeakyReLU(0.2)]
     return nn.Sequential(*layers)
 
 
@@ -44,17 +50,20 @@ class Discriminator(nn.Module):
             raise ValueError(f"heads must be a non-empty subset of {HEADS}, got {heads}")
         self.heads = tuple(h for h in HEADS if h in heads)
         chans = [min(cfg.base_channels * 2**k, cfg.max_channels) for k in range(cfg.depth)]
-        c = chans[-1]
+        c, bn = chans[-1], not cfg.spectral_norm
         if "I" in heads:
-            self.enc_I = _encoder(1, chans)
+            self.enc_I = _encoder(1, chans, bn)
             self.head_I = nn.Conv2d(c, 1, 3, 1, 1)
         if "IS" in heads or "ISG" in heads:  # D_ISG reads D_IS's encoder output
-            self.enc_IS = _encoder(2, chans)
+            self.enc_IS = _encoder(2, chans, bn)
         if "IS" in heads:
             self.head_IS = nn.Conv2d(c, 1, 3, 1, 1)
         if "ISG" in heads:
-            self.head_ISG = nn.Sequential(nn.Conv2d(c + code_dim, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c),
+            self.head_ISG = nn.Sequential(*_conv_norm(c + code_dim, c, 3, 1, bn),
                                           nn.LeakyReLU(0.2), nn.Conv2d(c, 1, 3, 1, 1))
+        if cfg.spectral_norm:  # Miyato et al. 2018, "Spectral Normalization for GANs": every conv, heads included
+            for conv in [m for m in self.modules() if isinstance(m, nn.Conv2d)]:
+                nn.utils.parametrizations.spectral_norm(conv)
 
     def _isg(self, feat: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         tiled = code[:, :, None, None].expand(-1, -1, *feat.shape[-2:]).to(feat.dtype)  # (B, D) -> (B, D, h, w)
