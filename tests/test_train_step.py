@@ -64,13 +64,20 @@ def test_discriminator_step_does_not_touch_generator_and_ema_follows_g():
     assert all(p.requires_grad for p in state.D.parameters())  # D left trainable for the next D step
 
 
-def test_step_has_no_host_syncs(monkeypatch):
+STABILISERS = {"loss": {"r1_gamma": 1.0, "code_to_d": "detached"}, "discriminator": {"spectral_norm": True},
+               "train": {"augment": "diffaugment"}}
+
+
+@pytest.mark.parametrize("arch,stabilisers", [("mcgan", False), ("proposed", True), ("mcgan", True)],
+                         ids=["mcgan", "proposed+stabilisers", "mcgan+stabilisers"])
+def test_step_has_no_host_syncs(monkeypatch, arch, stabilisers):
     """The step never pulls a value to the host (.item(), .cpu(), .tolist(), .numpy(), bool(tensor)):
     on a GPU each of those would stall the CUDA stream. Checked on CPU by making them raise. Adam reads
-    its step counter with .item(); torch keeps that counter on the CPU on purpose, so it is exempt."""
+    its step counter with .item(); torch keeps that counter on the CPU on purpose, so it is exempt.
+    Also with R1, spectral norm, DiffAugment and the detached code on."""
     import sys
 
-    cfg = tiny(generator={"arch": "mcgan"}, optim={"grad_clip": 1.0})
+    cfg = tiny(generator={"arch": arch}, optim={"grad_clip": 1.0}, **(STABILISERS if stabilisers else {}))
     state = build_training(cfg)
     batch, _ = toy_batch(8, cfg.data.image_size, cfg.data.n_genes)
 
@@ -88,3 +95,4 @@ def test_step_has_no_host_syncs(monkeypatch):
     metrics = train_step(state, batch)
     monkeypatch.undo()
     assert all(torch.isfinite(v) for v in metrics.values())
+    assert ("loss/D/r1" in metrics) == stabilisers
