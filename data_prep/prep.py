@@ -89,11 +89,6 @@ class PrepParams:
 # One subject (runs inside a Ray task, or in-process with --workers 0)
 
 
-def sha256_file(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def subject_key(inputs: dict[str, str], params: PrepParams) -> str:
     blob = json.dumps({"inputs": sorted(inputs.values()), "params": params.cache_dict()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -208,6 +203,8 @@ def process_subject(inputs: SubjectInputs, params: PrepParams, cached_key: str |
     threads: SimpleITK threads (0 = its default, all cores)."""
     import SimpleITK as sitk
 
+    from radiogen import schema
+
     if threads:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     out: dict[str, Any] = {"subject_id": inputs.subject_id, "key": None, "inputs": {}, "cached": False,
@@ -217,7 +214,7 @@ def process_subject(inputs: SubjectInputs, params: PrepParams, cached_key: str |
     try:
         for f in inputs.files:
             try:
-                out["inputs"][f] = sha256_file(f)
+                out["inputs"][f] = schema.sha256_file(f)
             except OSError as err:
                 raise SubjectError(f"cannot read input file {f}: {err.strerror}") from None
         out["key"] = subject_key(out["inputs"], params)
@@ -480,7 +477,7 @@ def run_prep(opts: PrepOptions) -> dict:
                  else readers.read_cases_file(opts.cases))
     except (gt.GeneTableError, ValueError) as err:
         raise PrepError(str(err)) from None
-    genes_sha = sha256_file(str(opts.genes))
+    genes_sha = schema.sha256_file(opts.genes)
 
     # --- match imaging and gene subjects; everything unusable gets an outcome now
     outcomes: dict[str, dict[str, Any]] = {}

@@ -394,7 +394,7 @@ def verify_dataset(root: str | Path) -> None:
             how = "truncated" if size < want["bytes"] else "changed"
             raise SchemaError(f"dataset {root}: {rel} is {how} ({size} bytes, {want['bytes']} when written); "
                               f"re-run `radiogen prep`")
-        if _sha256(path) != want["sha256"]:
+        if sha256_file(path) != want["sha256"]:
             raise SchemaError(f"dataset {root}: {rel} has changed since it was written (SHA-256 differs); "
                               f"re-run `radiogen prep`")
 
@@ -470,14 +470,18 @@ def write_gene_file(subject_ids: Sequence[str], splits: Sequence[str], genes: np
     return GENES_FILE
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (hashlib.file_digest needs Python 3.11; we support 3.10)."""
+    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def output_hashes(root: str | Path, files: Iterable[str]) -> dict[str, dict]:
     """{relative path: {"sha256", "bytes"}} of data files just written (the manifest's `outputs`)."""
-    return {rel: {"sha256": _sha256(Path(root) / rel), "bytes": (Path(root) / rel).stat().st_size} for rel in files}
+    return {rel: {"sha256": sha256_file(Path(root) / rel), "bytes": (Path(root) / rel).stat().st_size} for rel in files}
 
 
 def write_manifest(manifest: dict, root: str | Path) -> None:
