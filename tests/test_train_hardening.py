@@ -91,13 +91,11 @@ def test_stalled_data_pipeline_fails_the_run_instead_of_waiting_forever(prepared
         yield from ()
 
     monkeypatch.setattr(LocalSource, "epoch", stalled)
-    start = time.time()
     try:
         with pytest.raises(DataTimeout, match=r"no batch from the data pipeline for 2 s .*Ray Data gets no CPU"):
             train(prepared, tmp_path, mlflow_server, "--local", "--data-timeout", "2", name="stalled")
     finally:
         release.set()
-    assert time.time() - start < 60
     _, run = run_of(mlflow_server, "stalled")
     assert run.info.status == "FAILED"
 
