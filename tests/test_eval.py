@@ -208,7 +208,7 @@ def test_map_quality_is_one_for_a_perfect_map_and_zero_without_genes():
     assert np.array_equal(swap.masks[:, 0], swap.masks[:, 7])  # same genes, any background: the same disc
 
 
-def test_map_quality_of_the_real_generator_is_a_bounded_score():
+def test_map_quality_of_the_real_generator_is_repeatable_and_leaves_the_caller_alone():
     from radiogen.evaluation.synthesis import map_quality
     from radiogen.models import build_generator
 
@@ -218,9 +218,11 @@ def test_map_quality_of_the_real_generator_is_a_bounded_score():
     G = build_generator(tiny())
     backgrounds, genes = torch.rand(8, 1, 32, 32) * 2 - 1, torch.randn(16, 64)
     real = np.random.default_rng(0).normal(size=(16, 4))
+    rng = torch.get_rng_state()
     q = map_quality(G, backgrounds, genes, real)
-    assert math.isnan(q) or -1 <= q <= 1
+    assert torch.equal(torch.get_rng_state(), rng)  # its noise comes from its own stream
     assert G.training  # the caller's mode is restored
+    np.testing.assert_equal(map_quality(G, backgrounds, genes, real), q)  # same seed: same score
 
 
 # ---------------------------------------------------------------------------------------------
