@@ -14,7 +14,6 @@ borrows from the training subjects.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from .features import PHENOTYPE_FEATURES, radiomic_features, subject_means
 from .radiomap import AssociationMap, association_map, classical_pipeline, metagenes
 from .realism import MIN_ROWS, background_fidelity, frechet_distance, kid, normalise_on
 from .report import metric_name
-from .synthesis import SwapResult, cheap_phenotype_by_subject, gene_swap, map_quality
+from .synthesis import SwapResult, cheap_phenotype_by_subject, gene_swap, map_quality, nanmean
 from .truth import gene_phenotype_scores, link_auroc, metagene_scores, program_probe, true_links
 
 SPLITS = {"train": ("train",), "heldout": ("val", "test")}
@@ -139,12 +138,6 @@ class Evaluation:
     feature_names: list[str] = field(default_factory=list)
 
 
-def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: a subject without any drawn nodule
-        return np.nanmean(x, axis=axis)
-
-
 def synthesise(model: Model, data: EvalData, device: torch.device, seed: int) -> Synthesis:
     genes = apply_gene_stats(model.stats, data.genes_raw)
     swap = gene_swap(model.G, data.backgrounds, genes, device, seed=seed)
@@ -152,7 +145,7 @@ def synthesise(model: Model, data: EvalData, device: torch.device, seed: int) ->
     feats, _ = radiomic_features(swap.images.reshape(S * K, H, W), swap.masks.reshape(S * K, H, W),
                                  spacing_mm=data.spacing_mm)
     feats = feats.reshape(S, K, -1)
-    return Synthesis(genes, swap, feats, _nanmean(feats, axis=1))
+    return Synthesis(genes, swap, feats, nanmean(feats, axis=1))
 
 
 # ---------------------------------------------------------------------------------------------

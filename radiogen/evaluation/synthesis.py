@@ -21,6 +21,8 @@ from scipy.stats import spearmanr
 from radiogen.metrics import FEATURE_NAMES, radiomic_features
 from radiogen.train_step import local_rng
 
+from .features import subject_means
+
 CHEAP_PHENOTYPE: dict[str, str] = {
     "size": "area_fraction",
     "density": "mean",
@@ -94,17 +96,16 @@ def cheap_phenotype(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
 def cheap_phenotype_by_subject(images: np.ndarray, masks: np.ndarray, subject_ids, subjects) -> np.ndarray:
     """(len(subjects), 4) per-subject NaN-mean of `cheap_phenotype` over a subject's real slices, rows in
     the order of `subjects`: the `real_phenotype_by_subject` argument of `map_quality`."""
-    values = cheap_phenotype(images, masks)
-    ids = np.asarray([str(s) for s in subject_ids])
-    out = np.full((len(subjects), values.shape[1]), np.nan)
+    means, present = subject_means(cheap_phenotype(images, masks), [str(s) for s in subject_ids])
+    row = {sid: i for i, sid in enumerate(present)}
+    out = np.full((len(subjects), means.shape[1]), np.nan)
     for i, sid in enumerate(subjects):
-        rows = values[ids == str(sid)]
-        if len(rows):
-            out[i] = _nanmean(rows, axis=0)
+        if str(sid) in row:
+            out[i] = means[row[str(sid)]]
     return out
 
 
-def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
+def nanmean(x: np.ndarray, axis: int) -> np.ndarray:
     """np.nanmean without its warning for all-NaN slices: those are all-empty subjects, NaN is meant."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -144,7 +145,7 @@ def map_quality(G: torch.nn.Module, backgrounds, genes_by_subject, real_phenotyp
     swap = gene_swap(G, backgrounds, genes_by_subject, device, seed=seed)
     _, K, H, W = swap.images.shape
     synthetic = cheap_phenotype(swap.images.reshape(S * K, H, W), swap.masks.reshape(S * K, H, W)).reshape(S, K, -1)
-    synthetic = _nanmean(synthetic, axis=1)                               # (S, 4)
+    synthetic = nanmean(synthetic, axis=1)                               # (S, 4)
     rhos = [_rho(synthetic[:, j], real[:, j]) for j in range(real.shape[1])]
     valid = [r for r in rhos if np.isfinite(r)]
     return float(np.mean(valid)) if valid else float("nan")
