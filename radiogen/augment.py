@@ -44,9 +44,14 @@ def cutout(x: torch.Tensor, ratio: float = CUTOUT) -> torch.Tensor:
     return x * (~inside)[:, None].to(x.dtype)
 
 
-def diff_augment(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+POLICIES = {"diffaugment": lambda x: cutout(translate(x)), "translation": translate}
+"""train.augment value -> transform. translation alone keeps the whole nodule visible: a cutout of half the
+side can hide most of it, and with it the size and density that the genes drive."""
+
+
+def diff_augment(*tensors: torch.Tensor, policy: str = "diffaugment") -> tuple[torch.Tensor, ...]:
     """Augment (B, 1, S, S) tensors jointly: one random transform per sample, the same for every tensor
     given (an image and its masks), fresh draws on every call."""
     sizes = [t.shape[1] for t in tensors]
     stacked = torch.cat([t.to(tensors[0].dtype) for t in tensors], dim=1)
-    return tuple(cutout(translate(stacked)).split(sizes, dim=1))
+    return tuple(POLICIES[policy](stacked).split(sizes, dim=1))

@@ -78,6 +78,14 @@ class GeneratorConfig:
     """Width of the hidden layer of the two-layer gene mapping network (proposed) ."""
     code_dim: int = 128
     """Size of the gene code phi(g) (paper Fig. 4: 128); the baseline's conditioning-augmentation code."""
+    gene_noise: float = 0.0
+    """Std of Gaussian noise added to each normalised gene at the input of the mapping network phi, in training only
+    (proposed): the generator then cannot tie a phenotype to one training subject's exact vector and must read the
+    gene modules as a whole, which carries over to unseen subjects (input noise acts as ridge regularisation).
+    0 = none (the paper)."""
+    gene_dropout: float = 0.0
+    """Dropout on the gene vector at the input of the mapping network phi, in training only (proposed): each gene
+    is zeroed with this probability. 0 = none (the paper)."""
     noise_dim: int = 10
     """Size of the N(0, 1) noise concatenated with the code to form the style; 0 = no noise."""
     fusion: Literal["paper", "concat", "concat_all", "additive"] = "paper"
@@ -108,6 +116,8 @@ class GeneratorConfig:
             _require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         _require(self.max_channels >= self.base_channels, "max_channels",
                  f"must be >= base_channels ({self.base_channels}), got {self.max_channels}")
+        _require(self.gene_noise >= 0, "gene_noise", f"must be >= 0 (0 = none), got {self.gene_noise}")
+        _require(0 <= self.gene_dropout < 1, "gene_dropout", f"must be in [0, 1) (0 = none), got {self.gene_dropout}")
         _require(self.noise_dim >= 0, "noise_dim", f"must be >= 0 (0 = no noise), got {self.noise_dim}")
         if self.fusion_levels is not None:
             _require(1 <= self.fusion_levels <= self.depth + 1, "fusion_levels",
@@ -165,6 +175,11 @@ class LossConfig:
     """Side of the square erosion applied to the generated background (1 - mask); 1 = none."""
     kl_weight: float = 2.0
     """Weight of the KL term of the baseline's conditioning augmentation (read by mcgan only); 0 = off."""
+    aux_genes: float = 0.0
+    """Weight of the auxiliary gene regression (AC-GAN style, Odena et al. 2017): a head on D_IS's features predicts
+    the subject's normalised gene vector from (image, mask). D learns it on real tuples only (mean squared error);
+    G is charged the same error on its fakes, so what the genes say about the nodule must be visible in what G
+    draws. A direct, dense conditioning signal beside D_ISG's matched/mismatched game. 0 = off (head not built)."""
     r1_gamma: float = 0.0
     """R1 penalty on real data for D (Mescheder et al. 2018): D's loss gets gamma/2 * sum over the computed
     heads of E_b ||grad_x D_h(x, m, code)||^2, the gradient taken w.r.t. the real image x only (mask and code
@@ -178,7 +193,7 @@ class LossConfig:
     The D step always sees detached codes."""
 
     def __post_init__(self) -> None:
-        for name in ("weight_I", "weight_IS", "weight_ISG", "lambda_l1", "kl_weight", "r1_gamma"):
+        for name in ("weight_I", "weight_IS", "weight_ISG", "lambda_l1", "kl_weight", "aux_genes", "r1_gamma"):
             _require(getattr(self, name) >= 0, name, f"must be >= 0 (0 = term off), got {getattr(self, name)}")
         _require(self.erosion >= 1 and self.erosion % 2 == 1, "erosion",
                  f"must be an odd size >= 1 (1 = no erosion), got {self.erosion}")
@@ -232,11 +247,12 @@ class TrainConfig:
     """auto: bf16 autocast on CUDA, fp32 elsewhere; fp32; bf16: autocast to bfloat16 on any device."""
     channels_last: bool = False
     """Run both networks in channels_last memory format (faster convolutions on recent GPUs)."""
-    augment: Literal["off", "diffaugment"] = "off"
+    augment: Literal["off", "diffaugment", "translation"] = "off"
     """diffaugment: DiffAugment (Zhao et al. 2020) on every D input, real and fake, in the D and the G step:
     a random translation (up to 1/8 of the side, edge padding) and a cutout (half the side, set to 0),
     one draw per sample applied alike to the image and its mask(s); no colour transforms (intensity carries
-    the density the genes drive). The background L1 is not augmented. off: D sees the tuples as they are."""
+    the density the genes drive). translation: the random translation alone (no cutout, which can hide most of a
+nodule and with it what the genes drive). The background L1 is not augmented. off: D sees the tuples as they are."""
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 2, "batch_size",

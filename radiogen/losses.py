@@ -43,6 +43,11 @@ def background_l1(image: torch.Tensor, background: torch.Tensor, gen_mask: torch
     return ((image.float() - background.float()) * keep).abs().mean()
 
 
+def gene_mse(predicted: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the auxiliary head's gene prediction, over batch and genes."""
+    return F.mse_loss(predicted.float(), genes.float())
+
+
 def r1_penalty(scores: list[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
     """sum_h E_b ||grad_x sum_p D_h(x)_bp||^2 (Mescheder et al. 2018, "Which training methods for GANs do
     actually converge?"), with a graph so that D's backward includes it; `image` must require grad."""
@@ -58,13 +63,14 @@ class GANLoss:
 
     Args:
         cfg: the loss slice.
-        augment: apply DiffAugment to every discriminator input (train.augment == "diffaugment").
+        augment: the augmentation policy of every discriminator input (train.augment; "off" = none).
     """
 
-    def __init__(self, cfg: LossConfig, augment: bool = False):
+    def __init__(self, cfg: LossConfig, augment: str = "off"):
         self.cfg = cfg
         self.weights = cfg.head_weights  # only heads with weight > 0
-        self.augment = augment
+        self.augment = augment != "off"
+        self.policy = augment
 
     def discriminator(self, D: Discriminator, batch: Batch, fake: GeneratorOutput,
                       code: torch.Tensor, wrong_code: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -75,8 +81,8 @@ class GANLoss:
             image = image.detach().requires_grad_(True)  # R1 differentiates w.r.t. the real image, before augmentation
         real_image = image
         if self.augment:  # one draw per sample shared by the image and its masks; fresh draws for the fakes
-            real_image, mask, wrong_mask = aug.diff_augment(image, mask, wrong_mask)
-            fake_image, fake_mask = aug.diff_augment(fake_image, fake_mask)
+            real_image, mask, wrong_mask = aug.diff_augment(image, mask, wrong_mask, policy=self.policy)
+            fake_image, fake_mask = aug.diff_augment(fake_image, fake_mask, policy=self.policy)
         real = D(real_image, mask, code, wrong_mask=wrong_mask, wrong_code=wrong_code)
         gen = D(fake_image, fake_mask, code)
         terms: dict[str, torch.Tensor] = {}
@@ -88,6 +94,9 @@ class GANLoss:
             terms["loss/D/ISG"] = (ls_real(real.ISG) + ls_fake(real.ISG_wrong_mask)
                                    + ls_fake(real.ISG_wrong_code) + ls_fake(gen.ISG))
         total = sum(self.weights[k.split("/")[-1]] * v for k, v in terms.items())
+        if self.cfg.aux_genes > 0:  # real tuples only: D must not learn the gene map from G's mistakes
+            terms["loss/D/aux"] = gene_mse(real.genes, batch.genes)
+            total = total + self.cfg.aux_genes * terms["loss/D/aux"]
         if self.cfg.r1_gamma > 0:
             terms["loss/D/r1"] = r1_penalty([getattr(real, h) for h in self.weights], image)
             total = total + self.cfg.r1_gamma / 2 * terms["loss/D/r1"]
@@ -97,11 +106,14 @@ class GANLoss:
     def generator(self, D: Discriminator, batch: Batch, fake: GeneratorOutput) -> dict[str, torch.Tensor]:
         image, mask = fake.image, fake.mask
         if self.augment:
-            image, mask = aug.diff_augment(image, mask)
+            image, mask = aug.diff_augment(image, mask, policy=self.policy)
         code = fake.code if self.cfg.code_to_d == "attached" else fake.code.detach()
         scores = D(image, mask, code)
         terms = {f"loss/G/{h}": ls_real(getattr(scores, h)) for h in self.weights}
         total = sum(self.weights[h] * terms[f"loss/G/{h}"] for h in self.weights)
+        if self.cfg.aux_genes > 0:
+            terms["loss/G/aux"] = gene_mse(scores.genes, batch.genes)
+            total = total + self.cfg.aux_genes * terms["loss/G/aux"]
         if self.cfg.lambda_l1 > 0:  # on the unaugmented image: the background must match where it is
             terms["loss/G/l1"] = background_l1(fake.image, batch.background, fake.mask, self.cfg.erosion)
             total = total + self.cfg.lambda_l1 * terms["loss/G/l1"]

@@ -137,7 +137,7 @@ def build_training(cfg: ExperimentConfig, device: torch.device | str = "cpu") ->
     o = cfg.optim
     opt_G = torch.optim.Adam(G.parameters(), lr=o.lr_G, betas=(o.beta1, o.beta2))
     opt_D = torch.optim.Adam(D.parameters(), lr=o.lr_D, betas=(o.beta1, o.beta2))
-    loss = GANLoss(cfg.loss, augment=cfg.train.augment == "diffaugment")
+    loss = GANLoss(cfg.loss, augment=cfg.train.augment)
     return TrainState(cfg, G, D, G_ema, opt_G, opt_D, loss, device)
 
 

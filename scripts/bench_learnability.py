@@ -1,21 +1,24 @@
 """Learnability: does training recover the synthetic cohort's known gene -> phenotype map, and better than
 the classical pipeline? Cohort -> prep at 32 px -> `radiogen train --local` per config and seed -> `radiogen eval`.
 
-    python scripts/bench_learnability.py --out runs/learnability [--subjects 120] [--steps 2000] [--seeds 0 1 2]
+    python scripts/bench_learnability.py --out runs/learnability [--subjects 120] [--steps 3000] [--seeds 0 1 2]
         [--config LABEL=CONFIG[:key=value,...]] ... [--quick]
 
-Defaults compare the proposed generator with the MC-GAN baseline, both at the tiny size:
-`proposed=ablations/tiny.yaml` and `mcgan=ablations/tiny.yaml:generator.arch=mcgan,loss.kl_weight=2.0`.
-For every config, mean +- SD over seeds, on training and held-out (val + test) subjects: link AUROC of
-the learned map and of the classical metagene pipeline against the true links; per-program probe R²
-of the true programs from the learned code, the classical metagenes and raw-gene PCA; gene-swap
-retrieval top-1 (and chance); radiomic Fréchet distance; mask area ratio (synthetic / real). The
-classical and PCA rows do not depend on the model: they are listed once.
+Defaults compare the paper's method with the stable configuration, both at the tiny size:
+`paper=ablations/tiny.yaml` and `stable=ablations/stable_tiny.yaml` (add e.g.
+`--config mcgan=ablations/tiny.yaml:generator.arch=mcgan` for the baseline).
+The first table holds the targets, mean +- SD over seeds, on training and held-out (val + test) subjects:
+program response (Spearman of the gene-swapped nodules' area with the size program and mean intensity with
+the density program; decoy = max |rho| of either with the texture program), mask area ratio (synthetic /
+real) and the fraction of empty masks, the radiomic Fréchet distance at the first and the last validation
+during training, link AUROC of the learned map beside the classical pipeline's, and the training time.
+The second: per-program probe R² of the true programs from the learned code, the classical metagenes
+and raw-gene PCA, and gene-swap retrieval. The classical and PCA rows do not depend on the model.
 
 Everything lands under --out (cohort/, data/, runs/ with a sqlite MLflow store, eval/<run>/report.md)
 and is reused on a re-run: finished trainings and evaluations are not repeated. The markdown table
 is printed and written with all per-run numbers to OUT/learnability.json. `--quick` is a reduced
-end-to-end form for tests (10 subjects, 10 steps, one seed, the proposed config, few permutations).
+end-to-end form for tests (10 subjects, 10 steps, one seed, few permutations).
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "ablations" / "tiny.yaml")
-DEFAULT_CONFIGS = [f"proposed={TINY}", f"mcgan={TINY}:generator.arch=mcgan,loss.kl_weight=2.0"]
+STABLE_TINY = str(REPO / "ablations" / "stable_tiny.yaml")
+DEFAULT_CONFIGS = [f"paper={TINY}", f"stable={STABLE_TINY}"]
+VALIDATIONS = 4  # validations per training run: the Fréchet distance's course
 PROGRAMS = ("size", "density", "irregularity", "texture")
 SPLITS = ("train", "heldout")
 
@@ -76,7 +81,7 @@ def train_and_eval(out: Path, data: Path, label: str, config: str, sets: list[st
             stage(f"train {name}")
             argv = ["--config", config, "--data", str(data), "--local", "--runs-dir", str(runs), "--name", name,
                     "--max-steps", str(steps), "--set", "data.n_genes=null", "--set", f"train.seed={seed}",
-                    "--log-every", str(max(1, steps // 10)), "--val-every", str(steps),
+                    "--log-every", str(max(1, steps // 10)), "--val-every", str(max(1, steps // VALIDATIONS)),
                     "--checkpoint-every", str(steps),
                     "--tracking-uri", f"sqlite:///{runs.resolve() / 'mlflow.db'}"]
             for s in sets:
@@ -86,7 +91,28 @@ def train_and_eval(out: Path, data: Path, label: str, config: str, sets: list[st
         assert evaluate(["--checkpoint", str(runs / name), "--data", str(data), "--truth",
                          str(out / "cohort" / "truth.json"), "--out", str(report), "--no-mlflow", "--seed", str(seed),
                          *eval_args]) == 0, f"evaluating {name} failed"
-    return json.loads((report / "metrics.json").read_text())["metrics"]
+    metrics = json.loads((report / "metrics.json").read_text())["metrics"]
+    return metrics | training_course(runs, name)
+
+
+def training_course(runs: Path, name: str) -> dict[str, float]:
+    """From the run's MLflow record: val/frechet_radiomic at the first and the last validation, and the
+    training's wall time (s)."""
+    from mlflow.tracking import MlflowClient
+
+    from ray_jobs.tracking import RUN_NAME_TAG
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{runs.resolve() / 'mlflow.db'}")
+    exps = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(exps, f"tags.`{RUN_NAME_TAG}` = '{name}'")
+    if not found:
+        return {}
+    run = found[0]
+    history = sorted(client.get_metric_history(run.info.run_id, "val/frechet_radiomic"), key=lambda m: m.step)
+    out = {"train/seconds": (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time else math.nan}
+    if history:
+        out |= {"train/frechet_first": history[0].value, "train/frechet_last": history[-1].value}
+    return out
 
 
 def pick(metrics: dict, split: str, who: str, *parts: str) -> float:
@@ -104,11 +130,17 @@ def summary_of(metrics: dict) -> dict[str, float]:
                "top1_chance": pick(metrics, split, "model", "conditioning", "chance_top1"),
                "frechet": pick(metrics, split, "model", "realism", "frechet_radiomic"),
                "mask_area_ratio": pick(metrics, split, "model", "realism", "mask_area_ratio"),
+               "empty": pick(metrics, split, "model", "realism", "empty_mask_fraction"),
                "map_quality": pick(metrics, split, "model", "map", "quality")}
+        for who in ("model", "real"):
+            for r in ("size", "density", "decoy"):
+                row[f"response/{who}/{r}"] = pick(metrics, split, who, "truth", f"response/{r}")
         for who, key in (("model", "learned"), ("classical", "classical"), ("genes_pca", "pca")):
             for p in PROGRAMS:
                 row[f"probe_r2/{key}/{p}"] = pick(metrics, split, who, "truth", f"probe_r2/{p}")
         out |= {f"{split}/{k}": v for k, v in row.items()}
+    for k in ("frechet_first", "frechet_last", "seconds"):
+        out[f"course/{k}"] = float(metrics.get(f"train/{k}", math.nan))
     return out
 
 
@@ -124,6 +156,27 @@ def cell(values: list[float]) -> str:
     if not math.isfinite(m):
         return "n/a"
     return f"{m:.2f}" if len(values) < 2 else f"{m:.2f} ± {sd:.2f}"
+
+
+def targets_table(per_config: dict[str, list[dict]]) -> str:
+    """Markdown: the issue's targets, one row per config and split, plus what the real nodules show."""
+    cols = ["size ρ", "density ρ", "decoy |ρ|", "mask area ratio", "empty masks", "Fréchet first → last (val)",
+            "link AUROC learned", "link AUROC classical", "train s"]
+    lines = ["| config | subjects | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    runs0 = next(iter(per_config.values()))
+    for split in SPLITS:
+        for label, runs in per_config.items():
+            col = lambda k: [r[f"{split}/{k}"] for r in runs]  # noqa: E731
+            course = lambda k: [r[f"course/{k}"] for r in runs]  # noqa: E731
+            lines.append(f"| {label} | {split} | " + " | ".join(
+                [cell(col(f"response/model/{r}")) for r in ("size", "density", "decoy")]
+                + [cell(col("mask_area_ratio")), cell(col("empty")),
+                   f"{cell(course('frechet_first'))} → {cell(course('frechet_last'))}",
+                   cell(col("auroc/learned")), cell(col("auroc/classical")), cell(course("seconds"))]) + " |")
+        real = lambda k: [r[f"{split}/response/real/{k}"] for r in runs0]  # noqa: E731
+        lines.append(f"| real nodules | {split} | " + " | ".join(
+            [cell(real(r)) for r in ("size", "density", "decoy")] + ["1", "0", "-", "-", "-", "-"]) + " |")
+    return "\n".join(lines)
 
 
 def table(per_config: dict[str, list[dict]]) -> str:
@@ -153,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="benchmark folder (reused on a re-run)")
     ap.add_argument("--subjects", type=int, default=120, help="cohort size (default 120; >= 100 for real numbers)")
     ap.add_argument("--cohort-seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=2000, help="training steps per config and seed (default 2000)")
+    ap.add_argument("--steps", type=int, default=3000, help="training steps per config and seed (default 3000)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--config", dest="configs", action="append", default=None, metavar="LABEL=CONFIG[:k=v,...]")
     ap.add_argument("--n-perm", type=int, default=1000)
@@ -164,7 +217,6 @@ def main(argv: list[str] | None = None) -> int:
     eval_args = ["--n-perm", str(args.n_perm), "--probe-perm", str(args.probe_perm)]
     if args.quick:
         args.subjects, args.steps, args.seeds, args.workers = 10, 10, [0], 0
-        args.configs = args.configs or DEFAULT_CONFIGS[:1]
         eval_args = ["--n-perm", "50", "--probe-perm", "5", "--backgrounds", "4", "--clusters", "2"]
     elif args.subjects < 100:
         print(f"note: {args.subjects} subjects; the benchmark's numbers are meant for >= 100", file=sys.stderr)
@@ -181,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics = train_and_eval(out, data, label, config, sets, seed, args.steps, eval_args)
             raw[f"{label}/s{seed}"] = metrics
             per_config.setdefault(label, []).append(summary_of(metrics))
-    text = table(per_config)
+    text = "targets\n\n" + targets_table(per_config) + "\n\nrepresentations\n" + table(per_config)
     header = (f"learnability: {args.subjects} subjects, {args.steps} steps, seeds {args.seeds}, "
               f"configs {[c[0] for c in configs]} ({time.perf_counter() - start:.0f} s)")
     print(header + "\n" + text)

@@ -248,12 +248,19 @@ def test_learnability_quick_runs_end_to_end(tmp_path):
     res = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_learnability.py"), "--quick", "--out",
                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "| proposed (learned code) |" in res.stdout and "| classical metagenes |" in res.stdout
+    for label in ("paper", "stable"):  # the paper's method and the stable config, side by side
+        assert f"| {label} | train |" in res.stdout and f"| {label} (learned code) |" in res.stdout
+    assert "| real nodules | heldout |" in res.stdout and "| classical metagenes |" in res.stdout
     result = json.loads((tmp_path / "learnability.json").read_text())
-    summary = result["summary"]["proposed"]
-    for split in ("train", "heldout"):
-        for key in ("auroc/learned", "auroc/classical", "top1", "mask_area_ratio",
-                    *(f"probe_r2/{w}/{p}" for w in ("learned", "classical", "pca") for p in PROGRAMS)):
-            assert f"{split}/{key}" in summary
-        assert 0 <= summary[f"{split}/auroc/learned"]["mean"] <= 1
-    assert (tmp_path / "eval" / "proposed-s0-10" / "report.md").is_file()
+    for label in ("paper", "stable"):
+        summary = result["summary"][label]
+        for split in ("train", "heldout"):
+            for key in ("auroc/learned", "auroc/classical", "top1", "mask_area_ratio", "empty",
+                        *(f"response/{w}/{r}" for w in ("model", "real") for r in ("size", "density", "decoy")),
+                        *(f"probe_r2/{w}/{p}" for w in ("learned", "classical", "pca") for p in PROGRAMS)):
+                assert f"{split}/{key}" in summary
+            assert 0 <= summary[f"{split}/auroc/learned"]["mean"] <= 1
+            assert summary[f"{split}/response/real/size"]["mean"] > 0  # real nodules grow with the size program
+        # The Fréchet distance's course comes from the training run's validations in MLflow.
+        assert summary["course/frechet_first"]["mean"] is not None and summary["course/seconds"]["mean"] > 0
+        assert (tmp_path / "eval" / f"{label}-s0-10" / "report.md").is_file()

@@ -34,7 +34,8 @@ from .radiomap import AssociationMap, association_map, classical_pipeline, metag
 from .realism import MIN_ROWS, background_fidelity, frechet_distance, kid, normalise_on
 from .report import metric_name
 from .synthesis import SwapResult, cheap_phenotype_by_subject, gene_swap, map_quality, nanmean
-from .truth import gene_phenotype_scores, link_auroc, metagene_scores, program_probe, true_links
+from .truth import (gene_phenotype_scores, link_auroc, metagene_scores, program_probe, program_response,
+                    size_intensity, true_links)
 
 SPLITS = {"train": ("train",), "heldout": ("val", "test")}
 """Evaluated subject sets: the training split, and the subjects training never saw."""
@@ -394,13 +395,24 @@ class _Run:
         if enough:
             inputs["classical"] = metagenes(genes, self.k_meta, seed=self.seed)[1]
             inputs["genes_pca"] = self.codes["genes_pca"]
+        measures = {m.label: nanmean(size_intensity(self.synth[m.label].swap.images[idx],
+                                                    self.synth[m.label].swap.masks[idx]), axis=1)
+                    for m in self.models}                                            # (S, 2): mean over backgrounds
+        real = size_intensity(self.data.images, self.data.masks)
+        subject_row = {s: i for i, s in enumerate(self.data.subjects)}
+        rows = np.array([subject_row[s] for s in self.data.slice_subject])
+        measures["real"] = np.stack([nanmean(real[rows == i], axis=0) for i in idx]).reshape(len(idx), 2)
+        for who, x in measures.items():  # "real": the ceiling, what the real nodules show
+            res = program_response(x, self.programs[idx], PROGRAMS) if enough else {
+                f"response/{k}": np.nan for k in ("size", "density", "decoy")}
+            self.put(split, who, "truth", res)
         for who in [*(m.label for m in self.models), "classical", "genes_pca"]:
             if who in inputs and enough:
                 res = program_probe(inputs[who], self.programs[idx], PROGRAMS, n_perm=self.probe_perm, seed=self.seed)
             else:
                 res = {f"probe_{k}/{p}": np.nan for k in ("r2", "p") for p in PROGRAMS}
             self.put(split, who, "truth", res)
-        self.log(f"{split}: ground truth (link AUROC, program probes)")
+        self.log(f"{split}: ground truth (link AUROC, program probes, program response)")
 
     def split_figures(self, split: str, idx: np.ndarray) -> None:
         """Fig. 4 (t-SNE by cluster, example nodules per proposed-code cluster) and the map heatmaps."""

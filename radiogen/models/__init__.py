@@ -21,7 +21,11 @@ def build_generator(cfg: ExperimentConfig) -> nn.Module:
 
 
 def build_discriminator(cfg: ExperimentConfig) -> Discriminator:
-    return Discriminator(cfg.discriminator, cfg.generator.code_dim, tuple(cfg.loss.head_weights))
+    aux = cfg.data.n_genes if cfg.loss.aux_genes > 0 else 0
+    if aux is None:
+        raise ConfigError("loss.aux_genes > 0 needs data.n_genes (the auxiliary head predicts the gene vector); "
+                          "give a number or train on a prepared dataset")
+    return Discriminator(cfg.discriminator, cfg.generator.code_dim, tuple(cfg.loss.head_weights), aux_genes=aux)
 
 
 __all__ = ["GENERATORS", "Discriminator", "DiscriminatorOutput", "GeneratorOutput", "MCGANGenerator",

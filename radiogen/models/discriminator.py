@@ -19,6 +19,8 @@ class DiscriminatorOutput(NamedTuple):
     IS_wrong_mask: torch.Tensor | None = None
     ISG_wrong_mask: torch.Tensor | None = None
     ISG_wrong_code: torch.Tensor | None = None
+    genes: torch.Tensor | None = None
+    """Auxiliary head: the gene vector predicted from (image, mask), (B, n_genes); None when not built."""
 
 
 def _conv_norm(c_in: int, c_out: int, kernel: int, stride: int, batch_norm: bool) -> list[nn.Module]:
@@ -42,9 +44,11 @@ class Discriminator(nn.Module):
         cfg: the discriminator slice.
         code_dim: size of the gene code tiled into D_ISG.
         heads: heads to build, a subset of ("I", "IS", "ISG").
+        aux_genes: length of the gene vector the auxiliary head predicts from D_IS's features
+            (loss.aux_genes > 0); 0 = no auxiliary head.
     """
 
-    def __init__(self, cfg: DiscriminatorConfig, code_dim: int, heads: tuple[str, ...] = HEADS):
+    def __init__(self, cfg: DiscriminatorConfig, code_dim: int, heads: tuple[str, ...] = HEADS, aux_genes: int = 0):
         super().__init__()
         if not heads or set(heads) - set(HEADS):
             raise ValueError(f"heads must be a non-empty subset of {HEADS}, got {heads}")
@@ -54,13 +58,16 @@ class Discriminator(nn.Module):
         if "I" in heads:
             self.enc_I = _encoder(1, chans, bn)
             self.head_I = nn.Conv2d(c, 1, 3, 1, 1)
-        if "IS" in heads or "ISG" in heads:  # D_ISG reads D_IS's encoder output
+        self.aux = aux_genes > 0
+        if "IS" in heads or "ISG" in heads or self.aux:  # D_ISG and the auxiliary head read D_IS's encoder output
             self.enc_IS = _encoder(2, chans, bn)
         if "IS" in heads:
             self.head_IS = nn.Conv2d(c, 1, 3, 1, 1)
         if "ISG" in heads:
             self.head_ISG = nn.Sequential(*_conv_norm(c + code_dim, c, 3, 1, bn),
                                           nn.LeakyReLU(0.2), nn.Conv2d(c, 1, 3, 1, 1))
+        if self.aux:  # AC-GAN-style regression (Odena et al. 2017): pooled features -> the gene vector
+            self.head_genes = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, aux_genes))
         if cfg.spectral_norm:  # Miyato et al. 2018, "Spectral Normalization for GANs": every conv, heads included
             for conv in [m for m in self.modules() if isinstance(m, nn.Conv2d)]:
                 nn.utils.parametrizations.spectral_norm(conv)
@@ -80,7 +87,7 @@ class Discriminator(nn.Module):
         out: dict[str, torch.Tensor] = {}
         if "I" in heads:
             out["I"] = self.head_I(self.enc_I(image))
-        if "IS" in heads or "ISG" in heads:
+        if "IS" in heads or "ISG" in heads or self.aux:
             f_is = self.enc_IS(torch.cat([image, mask], dim=1))  # (B, 2, S, S) -> (B, C, S/2**d, S/2**d)
             f_wrong = self.enc_IS(torch.cat([image, wrong_mask], dim=1)) if wrong_mask is not None else None
             if "IS" in heads:
@@ -93,4 +100,6 @@ class Discriminator(nn.Module):
                     out["ISG_wrong_mask"] = self._isg(f_wrong, code)
                 if wrong_code is not None:
                     out["ISG_wrong_code"] = self._isg(f_is, wrong_code)
+            if self.aux:
+                out["genes"] = self.head_genes(f_is)
         return DiscriminatorOutput(**out)

@@ -52,7 +52,7 @@ class MultiConditionalGenerator(nn.Module):
         chans = level_channels(cfg.base_channels, cfg.max_channels, cfg.depth)
         style_dim = cfg.code_dim + cfg.noise_dim
         self.encoder = BackgroundEncoder(chans)
-        self.mapping = GeneMapping(n_genes, cfg.gene_hidden, cfg.code_dim)
+        self.mapping = GeneMapping(n_genes, cfg.gene_hidden, cfg.code_dim, cfg.gene_dropout, cfg.gene_noise)
         self.start = StyleToMap(style_dim, chans[-1], image_size // 2**cfg.depth)
         # Level k has resolution image_size / 2**k; fusion blocks sit on the n coarsest levels.
         self.fused_levels = list(range(cfg.depth, cfg.depth - cfg.n_fusion_levels, -1))
