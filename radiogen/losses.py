@@ -101,6 +101,10 @@ class GANLoss:
             terms["loss/D/r1"] = r1_penalty([getattr(real, h) for h in self.weights], image)
             total = total + self.cfg.r1_gamma / 2 * terms["loss/D/r1"]
         terms["loss/D/total"] = total
+        with torch.no_grad():  # diagnostics: how often each head is right (LSGAN targets 1 real, 0 fake)
+            for h in self.weights:
+                terms[f"acc/D/{h}/real"] = (getattr(real, h).float() > 0.5).float().mean()
+                terms[f"acc/D/{h}/fake"] = (getattr(gen, h).float() < 0.5).float().mean()
         return terms
 
     def generator(self, D: Discriminator, batch: Batch, fake: GeneratorOutput) -> dict[str, torch.Tensor]:

@@ -187,5 +187,6 @@ def train_step(state: TrainState, batch: Batch) -> dict[str, torch.Tensor]:
     ema_update(state.G_ema, unwrap(G), ema_decay_at(state.cfg.train.ema_decay, state.step))
     state.recent.append((batch.background, batch.genes))
     state.step += 1
-    metrics = {**d_terms, **g_terms, "grad_norm/D": grad_norm_D, "grad_norm/G": grad_norm_G}
+    metrics = {**d_terms, **g_terms, "grad_norm/D": grad_norm_D, "grad_norm/G": grad_norm_G,
+               "gen/mask_area": (fake.mask.detach() >= 0.5).float().mean()}  # fraction of the slice G calls nodule
     return {k: v.detach() for k, v in metrics.items()}

@@ -112,5 +112,5 @@ def test_readme_demo_command_runs():
     res = subprocess.run(["make", "demo"], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "prep: 12 subjects ok" in res.stdout
-    assert re.search(r"run tiny-\S+ finished; open the tracking UI with: \S*mlflow ui --backend-store-uri sqlite:///",
+    assert re.search(r"run stable_tiny-\S+ finished; open the tracking UI with: \S*mlflow ui --backend-store-uri sqlite:///",
                      res.stdout)

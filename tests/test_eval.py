@@ -264,3 +264,23 @@ def test_learnability_quick_runs_end_to_end(tmp_path):
         # The Fréchet distance's course comes from the training run's validations in MLflow.
         assert summary["course/frechet_first"]["mean"] is not None and summary["course/seconds"]["mean"] > 0
         assert (tmp_path / "eval" / f"{label}-s0-10" / "report.md").is_file()
+
+
+def test_learning_curves_records_losses_accuracies_mask_area_and_program_response(prepared, synthetic_cohort, tmp_path):
+    sys.path.insert(0, str(REPO / "scripts"))
+    from learning_curves import main as learning_curves
+
+    out = tmp_path / "curves"
+    assert learning_curves(["--data", str(prepared), "--truth", str(synthetic_cohort / "truth.json"), "--out", str(out),
+                            "--steps", "4", "--every", "2"]) == 0
+    result = json.loads((out / "curves.json").read_text())
+    assert set(result["curves"]) == {"paper", "stable"}
+    for label, history in result["curves"].items():
+        assert [p["step"] for p in history] == [2, 4]
+        for point in history:
+            assert 0 <= point["acc/D/I/real"] <= 1 and 0 <= point["acc/D/I/fake"] <= 1
+            assert 0 <= point["gen/mask_area"] <= 1 and point["loss/D/I"] > 0
+            assert "train/response/size" in point and "heldout/response/decoy" in point
+        assert ("loss/G/aux" in history[0]) == (label == "stable")  # the stable config's auxiliary regression
+    assert 0 < result["real_mask_area"] < 1
+    assert (out / "curves.png").stat().st_size > 10_000

@@ -35,7 +35,8 @@ def test_step_returns_every_term_as_device_tensors():
     batch, _ = toy_batch(8, cfg.data.image_size, cfg.data.n_genes)
     metrics = train_step(state, batch)
     assert set(metrics) == {"loss/D/I", "loss/D/IS", "loss/D/ISG", "loss/D/total", "loss/G/I", "loss/G/IS",
-                            "loss/G/ISG", "loss/G/l1", "loss/G/kl", "loss/G/total", "grad_norm/D", "grad_norm/G"}
+                            "loss/G/ISG", "loss/G/l1", "loss/G/kl", "loss/G/total", "grad_norm/D", "grad_norm/G",
+                            "gen/mask_area", *(f"acc/D/{h}/{w}" for h in ("I", "IS", "ISG") for w in ("real", "fake"))}
     assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in metrics.values())
 
 
@@ -96,3 +97,21 @@ def test_step_has_no_host_syncs(monkeypatch, arch, stabilisers):
     monkeypatch.undo()
     assert all(torch.isfinite(v) for v in metrics.values())
     assert ("loss/D/r1" in metrics) == stabilisers
+
+
+def test_diagnostics_are_the_heads_accuracies_and_the_mask_area():
+    cfg = tiny()
+    torch.manual_seed(0)
+    state = build_training(cfg)
+    batch, _ = toy_batch(8, cfg.data.image_size, cfg.data.n_genes)
+    seen = []
+    state.D.register_forward_hook(lambda m, args, out: seen.append(out))
+    fakes = []
+    state.G.register_forward_hook(lambda m, args, out: fakes.append(out))
+    metrics = train_step(state, batch)
+    real, gen = seen[0], seen[1]  # the D step: real tuples, then fakes
+    for h in ("I", "IS", "ISG"):
+        assert metrics[f"acc/D/{h}/real"] == (getattr(real, h) > 0.5).float().mean()
+        assert metrics[f"acc/D/{h}/fake"] == (getattr(gen, h) < 0.5).float().mean()
+    assert metrics["gen/mask_area"] == (fakes[0].mask >= 0.5).float().mean()
+    assert not any(k.startswith(("acc/", "gen/")) and "total" in k for k in metrics)
