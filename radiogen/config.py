@@ -185,6 +185,10 @@ class LossConfig:
     heads of E_b ||grad_x D_h(x, m, code)||^2, the gradient taken w.r.t. the real image x only (mask and code
     as they are), each sample's score summed over patch positions; reported unscaled as loss/D/r1.
     Computed every D step when > 0; 0 = off (the real image needs no gradient, nothing is computed)."""
+    mask_to_d: Literal["soft", "hard"] = "soft"
+    """G's mask as the discriminator heads see it (D and G step). soft: as G draws it, in [0, 1] (the paper);
+    hard: binarised at 0.5 like the real masks, with a straight-through gradient (forward (m >= 0.5), backward
+    identity), so D cannot tell fakes by mask softness alone. The background L1's mask is unaffected."""
     code_to_d: Literal["attached", "detached"] = "attached"
     """The gene code D_ISG is given in the G step. attached (default): G's own code phi(g) as G returns it,
     with its graph, so the ISG term's gradient reaches the mapping network both through the image and mask

@@ -72,11 +72,18 @@ class GANLoss:
         self.augment = augment != "off"
         self.policy = augment
 
+    def mask_for_d(self, mask: torch.Tensor) -> torch.Tensor:
+        """G's mask as D sees it: as drawn (soft) or binarised at 0.5 with a straight-through gradient (hard),
+        so D cannot tell a synthetic mask from a real {0, 1} one by its softness alone."""
+        if self.cfg.mask_to_d == "soft":
+            return mask
+        return (mask >= 0.5).to(mask.dtype) + (mask - mask.detach())  # exactly {0, 1} forward, identity backward
+
     def discriminator(self, D: Discriminator, batch: Batch, fake: GeneratorOutput,
                       code: torch.Tensor, wrong_code: torch.Tensor) -> dict[str, torch.Tensor]:
         """D loss; fake, code and wrong_code must already be detached from G."""
         image, mask, wrong_mask = batch.image, batch.mask, batch.mask_mismatch
-        fake_image, fake_mask = fake.image, fake.mask
+        fake_image, fake_mask = fake.image, self.mask_for_d(fake.mask)
         if self.cfg.r1_gamma > 0:
             image = image.detach().requires_grad_(True)  # R1 differentiates w.r.t. the real image, before augmentation
         real_image = image
@@ -108,7 +115,7 @@ class GANLoss:
         return terms
 
     def generator(self, D: Discriminator, batch: Batch, fake: GeneratorOutput) -> dict[str, torch.Tensor]:
-        image, mask = fake.image, fake.mask
+        image, mask = fake.image, self.mask_for_d(fake.mask)
         if self.augment:
             image, mask = aug.diff_augment(image, mask, policy=self.policy)
         code = fake.code if self.cfg.code_to_d == "attached" else fake.code.detach()

@@ -185,3 +185,28 @@ def test_a_short_stable_tiny_training_on_a_toy_batch_draws_a_nodule_sized_mask()
     pixels = cfg.data.image_size ** 2
     assert (late > 0).all()  # every sample gets a nodule
     assert late.mean() < 0.3 * pixels < early.mean()  # from a slice-wide blob towards nodule-sized masks
+
+
+# --- the mask D sees -----------------------------------------------------------------------------
+
+
+def test_mask_to_d_hard_binarises_with_a_straight_through_gradient():
+    soft, hard = GANLoss(tiny().loss), GANLoss(tiny(loss={"mask_to_d": "hard"}).loss)
+    m = torch.tensor([[[[0.2, 0.5], [0.7, 0.49]]]], requires_grad=True)
+    assert soft.mask_for_d(m) is m  # the paper's: as drawn
+    out = hard.mask_for_d(m)
+    assert torch.equal(out.detach(), torch.tensor([[[[0.0, 1.0], [1.0, 0.0]]]]))
+    (out * torch.arange(4.0).view(1, 1, 2, 2)).sum().backward()
+    assert torch.equal(m.grad, torch.arange(4.0).view(1, 1, 2, 2))  # identity backward
+
+
+def test_mask_to_d_hard_reaches_d_in_both_steps_and_not_the_l1(monkeypatch):
+    cfg = tiny(loss={"mask_to_d": "hard"})
+    torch.manual_seed(0)
+    state = build_training(cfg)
+    seen = []
+    state.D.register_forward_pre_hook(lambda m, args: seen.append(args[1]))
+    metrics = train_step(state, random_batch(cfg, 8))
+    fake_masks = seen[1:]  # after the real tuples: the fakes of the D step, then of the G step
+    assert len(fake_masks) == 2 and all(set(t.unique().tolist()) <= {0.0, 1.0} for t in fake_masks)
+    assert torch.isfinite(metrics["loss/G/l1"])
