@@ -31,3 +31,15 @@ def random_batch(cfg: ExperimentConfig, batch_size: int = 4, seed: int = 0) -> B
 
     return Batch(image=img(), mask=msk(), genes=torch.randn(batch_size, n, generator=g), background=img(),
                  mask_mismatch=msk(), genes_mismatch=torch.randn(batch_size, n, generator=g))
+
+
+def counting(monkeypatch, module, name: str) -> list:
+    """Replace module.name by a wrapper that records each call."""
+    calls: list = []
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(name)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(module, name, wrapper)
+    return calls

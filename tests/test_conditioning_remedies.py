@@ -18,18 +18,7 @@ from radiogen.models import build_discriminator, build_generator
 from radiogen.toy import toy_batch
 from radiogen.train_step import build_training, refresh_ema_bn, train_step
 
-from .helpers import REPO, random_batch, tiny
-
-
-def counting(monkeypatch, module, name: str) -> list:
-    calls: list = []
-    original = getattr(module, name)
-
-    def wrapper(*args, **kwargs):
-        calls.append(name)
-        return original(*args, **kwargs)
-    monkeypatch.setattr(module, name, wrapper)
-    return calls
+from .helpers import REPO, counting, random_batch, tiny
 
 
 # --- auxiliary gene regression -------------------------------------------------------------------

@@ -19,7 +19,7 @@ from radiogen.models import GeneratorOutput, build_discriminator, build_generato
 from radiogen.toy import toy_batch
 from radiogen.train_step import build_training, train_step
 
-from .helpers import REPO, random_batch, tiny
+from .helpers import REPO, counting, random_batch, tiny
 
 TINY = REPO / "ablations" / "tiny.yaml"
 STABILISERS = ["loss.r1_gamma=1.0", "discriminator.spectral_norm=true", "train.augment=diffaugment"]
@@ -28,18 +28,6 @@ STABILISERS = ["loss.r1_gamma=1.0", "discriminator.spectral_norm=true", "train.a
 
 def stabilised():
     return load_config(TINY, STABILISERS)
-
-
-def counting(monkeypatch, module, name: str) -> list:
-    """Replace module.name by a wrapper that records each call."""
-    calls: list = []
-    original = getattr(module, name)
-
-    def wrapper(*args, **kwargs):
-        calls.append(name)
-        return original(*args, **kwargs)
-    monkeypatch.setattr(module, name, wrapper)
-    return calls
 
 
 def detached_fake(cfg, b):
