@@ -294,3 +294,39 @@ def test_classical_pipeline_recovers_the_simulated_radiogenomic_map():
     assert all(probe[f"probe_r2/{n}"] > 0.99 for n in names)
     pca = truth.program_probe(codes.pca_codes(genes, 8), programs, names, n_perm=10)
     assert all(pca[f"probe_r2/{n}"] > 0.3 for n in names)
+
+
+def test_size_intensity_is_mask_area_and_mean_inside():
+    from radiogen.evaluation.truth import size_intensity
+
+    images = np.full((2, 3, 4, 4), -1.0)
+    masks = np.zeros((2, 3, 4, 4))
+    masks[0, 0, :2, :2], images[0, 0, :2, :2] = 0.9, 0.5       # 4 pixels at 0.5
+    masks[0, 1, 0, :3], images[0, 1, 0, :3] = 0.5, [0.0, 0.3, 0.6]  # 3 pixels at the 0.5 threshold
+    masks[1, 2, 0, 0] = 0.49                                     # below the threshold: empty
+    out = size_intensity(images, masks)
+    assert out.shape == (2, 3, 2)
+    np.testing.assert_allclose(out[0, 0], [4, 0.5])
+    np.testing.assert_allclose(out[0, 1], [3, 0.3])
+    assert out[1, 2, 0] == 0 and np.isnan(out[1, 2, 1])
+
+
+def test_program_response_follows_the_programs_and_flags_the_decoy():
+    from radiogen.evaluation.truth import program_response
+
+    rng = np.random.default_rng(0)
+    programs = rng.normal(size=(40, 4))                          # size, density, irregularity, texture
+    names = ["size", "density", "irregularity", "texture"]
+    follows = np.stack([np.exp(programs[:, 0]), programs[:, 1] * 2 + 1], axis=1)  # monotone in each program
+    res = program_response(follows, programs, names)
+    assert res["response/size"] == pytest.approx(1.0) and res["response/density"] == pytest.approx(1.0)
+    assert res["response/decoy"] < 0.4
+    decoyed = np.stack([-programs[:, 3], programs[:, 1]], axis=1)  # area driven by the texture program
+    res = program_response(decoyed, programs, names)
+    assert res["response/decoy"] == pytest.approx(1.0) and abs(res["response/size"]) < 0.4
+    constant = np.ones((40, 2))
+    assert program_response(constant, programs, names) == {"response/size": 0.0, "response/density": 0.0,
+                                                           "response/decoy": 0.0}
+    with_nan = follows.copy()
+    with_nan[:38, 1] = np.nan                                   # 2 subjects left: too few for a rank
+    assert np.isnan(program_response(with_nan, programs, names)["response/density"])
