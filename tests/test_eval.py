@@ -87,7 +87,11 @@ def check_report(out, n_subjects: int, baseline: bool, truth: bool) -> dict:
             for who in [*models, "classical", "genes_pca"]:
                 for p in PROGRAMS:
                     assert math.isfinite(m(who, "truth", "probe_r2", p)) and 0 < m(who, "truth", "probe_p", p) <= 1
+            for who in [*models, "real"]:  # the program response of each model and of the real nodules
+                assert {f"eval/{s}/{who}/truth/response/{r}" for r in ("size", "density", "decoy")} <= set(metrics)
+            assert m("real", "truth", "response", "decoy") >= 0
     assert ("## Ground truth" in report) == truth and ("baseline (MC-GAN)" in report) == baseline
+    assert ("Program response" in report and "| real nodules (ceiling) |" in report) == truth
     return metrics
 
 
@@ -99,7 +103,7 @@ def test_eval_by_checkpoint_with_baseline_and_truth(trained, prepared, synthetic
     check_report(out, n_subjects=6, baseline=True, truth=True)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith(f"report: {out / 'report.md'}") and lines[-2].startswith("heldout (")
-    assert "link AUROC learned" in lines[-3]
+    assert "link AUROC learned" in lines[-3] and "program response size" in lines[-3]
     assert not list(tmp_path.glob(".report.*"))  # the temp folder was renamed into place
 
 

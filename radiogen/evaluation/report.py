@@ -18,6 +18,7 @@ WHO = {
     "genes_pca": "raw genes (PCA)",
     "classical": "classical pipeline (metagenes)",
     "genes_direct": "single genes vs real phenotype (reference)",
+    "real": "real nodules (ceiling)",
 }
 PROGRAMS = ("size", "density", "irregularity", "texture")
 
@@ -62,7 +63,9 @@ def key_metrics(metrics: dict[str, float], splits: Sequence[str] = ("train", "he
                 f"(classical {fmt(m('classical', 'map', 'n_significant'))})")
         if metric_name(split, "model", "truth", "auroc") in metrics:
             line += (f", link AUROC learned {fmt(m('model', 'truth', 'auroc'))} "
-                     f"vs classical {fmt(m('classical', 'truth', 'auroc'))}")
+                     f"vs classical {fmt(m('classical', 'truth', 'auroc'))}, program response size "
+                     f"{fmt(m('model', 'truth', 'response/size'))} density {fmt(m('model', 'truth', 'response/density'))} "
+                     f"decoy {fmt(m('model', 'truth', 'response/decoy'))}")
         lines.append(line)
     return lines
 
@@ -160,6 +163,14 @@ def render_report(*, context: dict[str, str], metrics: dict[str, float], figures
         auroc_rows = [*models, "classical", "genes_direct"]
         out.append(_table(["method", *(f"link AUROC, {s}" for s in splits)],
                           [[WHO[w], *(val(s, w, "truth", "auroc") for s in splits)] for w in auroc_rows]))
+        out += ["", "Program response: every subject's genes over the same fixed backgrounds; Spearman rho across "
+                "subjects of the synthetic nodules' mean mask area with the true size program and of their mean "
+                "intensity inside the mask with the density program; decoy: the larger |rho| of either with the "
+                "texture program, which drives neither. Real nodules: the same on the subjects' real slices.", ""]
+        response = ("size", "density", "decoy")
+        out.append(_table(["nodules", *(f"{r}, {s}" for s in splits for r in response)],
+                          [[WHO[w], *(val(s, w, "truth", f"response/{r}") for s in splits for r in response)]
+                           for w in [*models, "real"]]))
         out += [""]
         header = ["representation", *(f"{p}, {s}" for s in splits for p in PROGRAMS)]
         out.append(_table(header, [[WHO[w], *(r2_p(s, w, "truth", p) for s in splits for p in PROGRAMS)]
