@@ -19,17 +19,25 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="prepared dataset folder (output of `radiogen prep`)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set loss.lambda_l1=50 (repeatable)")
-    p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (DDP ranks), default 1")
+    p.add_argument("--local", action="store_true", help="one process, no Ray: the debugger-friendly run")
+    p.add_argument("--max-steps", type=int, default=None, help="shorthand for --set train.max_steps=N")
+    p.add_argument("--name", default=None,
+                   help="run name; reusing the name of an unfinished (failed, killed) run resumes it, the name of "
+                        "a finished run is refused (default: <config name>-<time>)")
+    p.add_argument("--val-every", type=int, default=100, help="steps between validations + figures (default 100)")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
+    add_run_arguments(p)
+    p.add_argument("--fail-at-step", type=int, default=None, help=argparse.SUPPRESS)  # fault-tolerance tests only
+
+
+def add_run_arguments(p: argparse.ArgumentParser, per: str = "") -> None:
+    """How a training runs and where it is tracked: flags shared by `radiogen train` and `radiogen sweep`."""
+    p.add_argument("--num-workers", type=int, default=1, help=f"Ray Train workers (DDP ranks){per}, default 1")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker (Ray path); --local uses CUDA when present")
     p.add_argument("--cpus-per-worker", type=float, default=None,
                    help="CPUs reserved per worker (default: min(1, (cluster CPUs - 1) / workers), leaving one "
                         "CPU for Ray Data)")
-    p.add_argument("--local", action="store_true", help="one process, no Ray: the debugger-friendly run")
-    p.add_argument("--max-steps", type=int, default=None, help="shorthand for --set train.max_steps=N")
     p.add_argument("--experiment", default="radiogen", help="MLflow experiment name (default radiogen)")
-    p.add_argument("--name", default=None,
-                   help="run name; reusing the name of an unfinished (failed, killed) run resumes it, the name of "
-                        "a finished run is refused (default: <config name>-<time>)")
     p.add_argument("--runs-dir", default="runs",
                    help="checkpoints, Ray results and (without a tracking URI) the sqlite tracking store")
     p.add_argument("--tracking-uri", default=None,
@@ -37,8 +45,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "sqlite:///RUNS_DIR/mlflow.db); give it explicitly under `ray job submit`, whose job "
                         "does not see the submitting shell's environment")
     p.add_argument("--log-every", type=int, default=10, help="steps per metric record (default 10)")
-    p.add_argument("--val-every", type=int, default=100, help="steps between validations + figures (default 100)")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
     p.add_argument("--val-size", type=int, default=32, help="validation slices (default 32)")
     p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
     p.add_argument("--data-timeout", type=float, default=300.0,
@@ -47,7 +53,31 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-shuffle", action="store_true",
                    help="keep file order (debugging; makes --local and one Ray worker see the same batches)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local cluster)")
-    p.add_argument("--fail-at-step", type=int, default=None, help=argparse.SUPPRESS)  # fault-tolerance tests only
+
+
+SWEEP_MODES = ("search", "grid")  # radiogen.search_space.SWEEP_MODES (a test keeps them equal)
+
+
+def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `radiogen sweep`, which are exactly those of `python -m ray_jobs.sweep`."""
+    p.add_argument("--config", default=None,
+                   help="sweep YAML, e.g. ablations/sweep_lambda_code.yaml (required unless --resume)")
+    p.add_argument("--data", default=None,
+                   help="prepared dataset folder (output of `radiogen prep`; required unless --resume)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a value of the base experiment for every trial (repeatable)")
+    p.add_argument("--trials", type=int, default=None, help="search mode: configurations to try (default: the file's)")
+    p.add_argument("--mode", choices=SWEEP_MODES, default=None,
+                   help="search (Optuna + ASHA over `space:`) or grid (`grid:` variants x seeds); default: the file's")
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="trials at a time (default: as many as the cluster fits at the per-worker CPUs `radiogen "
+                        "train` would use; with this flag and no --cpus-per-worker, workers are sized so that N "
+                        "trials fit)")
+    p.add_argument("--name", default=None, help="sweep name (default: <sweep file name>-<time>)")
+    p.add_argument("--resume", default=None, metavar="NAME",
+                   help="continue the sweep NAME after its driver died: unfinished trials resume from their "
+                        "checkpoints, finished ones are kept, the same MLflow parent run is reused")
+    add_run_arguments(p, per=" per trial")
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -73,6 +103,17 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     return p
 
 
+def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from radiogen.cli import source_docstring
+
+    p = subparsers.add_parser("sweep", help="many trainings as Ray Tune trials: Optuna search with ASHA early "
+                                            "stopping, or an ablation grid (variants x seeds), compared in MLflow",
+                              description=source_docstring("ray_jobs.sweep"),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_sweep_arguments(p)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     from data_prep.cli import add_cohort_parser, add_prep_parser
     from radiogen.cli import register_cli as register_core
@@ -84,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prep_parser(sub).set_defaults(handler="data_prep.prep:_run")
     add_train_parser(sub).set_defaults(handler="ray_jobs.train:run")
     add_eval_parser(sub).set_defaults(handler="ray_jobs.eval:run")
+    add_sweep_parser(sub).set_defaults(handler="ray_jobs.sweep:run")
     register_core(sub)
     return parser
 

@@ -126,30 +126,48 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
+def experiment_id(uri: str, experiment: str, artifact_root: Path | None) -> str:
+    """The id of the MLflow experiment named `experiment`, created (artifacts under artifact_root) if missing."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = with_retry(lambda: client.get_experiment_by_name(experiment), "get experiment")
+    if exp is not None:
+        return exp.experiment_id
+    location = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
+    return with_retry(lambda: client.create_experiment(experiment, artifact_location=location), "create experiment")
+
+
+def find_run(uri: str, exp_id: str, run_name: str) -> Any:
+    """The MLflow run tagged with `run_name` (RUN_NAME_TAG) in the experiment, or None."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    found = with_retry(lambda: client.search_runs([exp_id], f"tags.`{RUN_NAME_TAG}` = '{run_name}'",
+                                                  max_results=1), "search runs")
+    return found[0] if found else None
+
+
 def open_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str],
-             artifact_root: Path | None) -> str:
+             artifact_root: Path | None, parent_run_id: str | None = None) -> str:
     """Create the run, or re-attach to the unfinished (failed, killed, running) run of the same name (a
-    resumed training); raise RunFinished for a finished one."""
+    resumed training); raise RunFinished for a finished one. With `parent_run_id` the run is created nested
+    under that run (a sweep's trial under the sweep)."""
     from mlflow import MlflowClient
     from mlflow.entities import Param, RunTag
 
     client = MlflowClient(uri)
-    exp = with_retry(lambda: client.get_experiment_by_name(experiment), "get experiment")
-    if exp is None:
-        location = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
-        exp_id = with_retry(lambda: client.create_experiment(experiment, artifact_location=location), "create experiment")
-    else:
-        exp_id = exp.experiment_id
-    found = with_retry(lambda: client.search_runs([exp_id], f"tags.`{RUN_NAME_TAG}` = '{run_name}'",
-                                                  max_results=1), "search runs")
+    exp_id = experiment_id(uri, experiment, artifact_root)
+    found = find_run(uri, exp_id, run_name)
     if found:
-        info = found[0].info
+        info = found.info
         if info.status == "FINISHED":
             raise RunFinished(f"run {run_name!r} of experiment {experiment!r} finished already (MLflow run "
                               f"{info.run_id}); a finished run is not resumed - choose a new --name")
         return info.run_id
-    run = with_retry(lambda: client.create_run(exp_id, run_name=run_name, tags={**tags, RUN_NAME_TAG: run_name}),
-                     "create run")
+    nesting = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
+    run = with_retry(lambda: client.create_run(exp_id, run_name=run_name,
+                                               tags={**tags, **nesting, RUN_NAME_TAG: run_name}), "create run")
     items = [Param(k, str(v)) for k, v in params.items()]
     for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
         with_retry(lambda chunk=items[i:i + 100]: client.log_batch(run.info.run_id, params=chunk), "log params")

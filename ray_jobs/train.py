@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from radiogen.data import (ROW_COLUMNS, DatasetMismatch, LocalSource, check_comp
 
 from .cli import add_train_arguments as add_arguments
 from .loop import Records, RunSettings, fit
+from .loop import _read_records as read_checkpoint_records
 from .tracking import (RunFinished, TrackingUnavailable, Tracker, check_tracking, code_version, default_tracking_uri,
                        flatten, open_run, ui_hint)
 
@@ -82,23 +83,37 @@ class RaySession:
         return Path(checkpoint.to_directory())
 
     def commit(self, checkpoint_dir: Path | None, step: int, metrics: dict[str, float]) -> None:
+        """Report the checkpoint with its losses and (rank 0) the latest validation metrics it holds: what
+        Ray Tune's schedulers read in a sweep (the Train-to-Tune bridge forwards rank 0's report)."""
         import ray.train
 
+        if checkpoint_dir is not None:
+            metrics = {**latest_validation(checkpoint_dir), **metrics}
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step_{step:08d}")
+
+
+def latest_validation(checkpoint_dir: Path) -> dict[str, float]:
+    """The val/* metrics of the newest validation record in a checkpoint's metrics.jsonl ({} when none)."""
+    for record in reversed(read_checkpoint_records(checkpoint_dir)):
+        found = {k: v for k, v in record["metrics"].items() if k.startswith("val/")}
+        if found:
+            return found
+    return {}
 
 
 def train_loop_per_worker(config: dict) -> None:
     fit(RunSettings(**config), RaySession())
 
 
-def connect_ray(address: str | None) -> bool:
-    """Initialise Ray (once per process); True when joining a cluster that exists already."""
+def connect_ray(address: str | None, log_to_driver: bool = True) -> bool:
+    """Initialise Ray (once per process); True when joining a cluster that exists already. With
+    log_to_driver=False the workers' output stays in Ray's log files (a sweep prints one line per event)."""
     import ray
 
     joining = bool(address or os.environ.get("RAY_ADDRESS"))
     if not ray.is_initialized():
-        ray.init(address=address, dashboard_host="127.0.0.1", configure_logging=False)
+        ray.init(address=address, dashboard_host="127.0.0.1", configure_logging=False, log_to_driver=log_to_driver)
     return joining
 
 
@@ -171,7 +186,9 @@ def size_workers(args: argparse.Namespace, joining: bool) -> float:
 
 
 def run_ray(settings: RunSettings, args: argparse.Namespace, run_name: str, files: list[str], shuffle: bool,
-            cpus_per_worker: float) -> None:
+            cpus_per_worker: float, storage: Path | None = None, callbacks: list | None = None) -> None:
+    """The driver: datasets and the TorchTrainer of one training run (`storage`/`run_name` is where its checkpoints
+    live, and where the same name resumes; `callbacks` are Ray Train callbacks, e.g. the sweep's TuneReportCallback)."""
     import ray
     from ray.data import ExecutionOptions
     from ray.data.expressions import col
@@ -187,7 +204,7 @@ def run_ray(settings: RunSettings, args: argparse.Namespace, run_name: str, file
         return part.random_shuffle() if shuffle else part
 
     options = ExecutionOptions(preserve_order=not shuffle)
-    storage = Path(args.runs_dir).resolve() / "ray"
+    storage = storage or Path(args.runs_dir).resolve() / "ray"
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=asdict(settings),
@@ -195,7 +212,7 @@ def run_ray(settings: RunSettings, args: argparse.Namespace, run_name: str, file
                                      resources_per_worker={"CPU": cpus_per_worker}),
         run_config=RunConfig(name=run_name, storage_path=str(storage),
                              failure_config=FailureConfig(max_failures=args.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks),
         datasets={"nodule": train_part("nodule"), "background": train_part("background")},
         dataset_config=DataConfig(execution_options=options),
     )
@@ -231,15 +248,88 @@ class Sigterm:
             signal.signal(signal.SIGTERM, self.previous)
 
 
+class TooFewSubjects(ValueError):
+    """The training split cannot form mismatched tuples."""
+
+
+def resolve_config(cfg: ExperimentConfig, manifest: dict) -> ExperimentConfig:
+    """`cfg` checked against the dataset, with data.n_genes = null filled in from it."""
+    check_compatible(manifest, cfg.data)
+    if cfg.data.n_genes is None:  # the config asks to follow the dataset
+        cfg = replace(cfg, data=replace(cfg.data, n_genes=len(manifest["gene_names"])))
+    return cfg
+
+
+@dataclass
+class TrainingInputs:
+    """What a run reads from the prepared dataset before training: one per run, one per sweep (all trials)."""
+
+    data: Path
+    manifest: dict
+    matrix: schema.GeneMatrix
+    validation: dict
+    """{"nodules", "backgrounds", "map"} of the validation split, or {} (see RunSettings.validation)."""
+    pool: Records
+    files: list[str]
+
+
+def read_inputs(data: Path, manifest: dict, image_size: int, val_size: int) -> TrainingInputs:
+    """The gene table, the validation slices and the mismatch pool; raise TooFewSubjects, print what is off."""
+    matrix = schema.read_genes(data)
+    train_subjects = {s for s, split in zip(matrix.subject_ids, matrix.splits) if split == "train"}
+    if len(train_subjects) < 2:
+        raise TooFewSubjects(f"the training split of {data} has {len(train_subjects)} subject(s); mismatched tuples "
+                             f"need at least 2 - prepare more subjects or change the split")
+    nodules_val = read_records(data, "val", "nodule", val_size)
+    backgrounds_val = read_records(data, "val", "background", len(nodules_val["subject_id"]))
+    n_val = min(len(nodules_val["subject_id"]), len(backgrounds_val["subject_id"]))
+    validation = {"nodules": {k: v[:n_val] for k, v in nodules_val.items()},
+                  "backgrounds": {k: v[:n_val] for k, v in backgrounds_val.items()}} if n_val >= 2 else {}
+    if not validation:
+        print("warning: the validation split has fewer than 2 paired slices; validation metrics and figures are off")
+    else:
+        validation["map"] = map_reference(data, image_size)
+        if not validation["map"]:
+            print("warning: the validation split has fewer than 3 subjects with nodules; val/map_quality is off")
+    return TrainingInputs(data, manifest, matrix, validation, pool_records(data), schema.slice_files(data, manifest))
+
+
+def run_params(cfg: ExperimentConfig, data: Path, mode: str, num_workers: int, gpu: bool,
+               cpus_per_worker: float | None) -> dict:
+    """The MLflow params of a training run: the whole config, flattened, and how it ran."""
+    params = flatten("", to_dict(cfg)) | {"run.mode": mode, "run.num_workers": num_workers, "run.data": str(data),
+                                          "run.gpu": gpu}
+    if cpus_per_worker is not None:
+        params["run.cpus_per_worker"] = cpus_per_worker
+    return params
+
+
+def run_tags(cfg: ExperimentConfig, data: Path, mode: str) -> dict:
+    return {"radiogen.ablation": cfg.name, "radiogen.dataset_fingerprint": schema.dataset_fingerprint(data),
+            "radiogen.code_version": code_version(), "radiogen.mode": mode}
+
+
+def make_settings(cfg: ExperimentConfig, inputs: TrainingInputs, uri: str, run_id: str, log_every: int,
+                  val_every: int, checkpoint_every: int, data_timeout: float, fail_at_step: int | None = None,
+                  fail_marker: str | None = None) -> RunSettings:
+    """Everything a worker needs for one training run of `cfg` into the open MLflow run `run_id`."""
+    stats = schema.gene_stats(inputs.manifest, cfg.data.gene_norm)
+    return RunSettings(
+        config=to_dict(cfg), tracking_uri=uri, run_id=run_id,
+        genes={"subject_ids": inputs.matrix.subject_ids, "values": inputs.matrix.values, "stats": stats.to_dict(),
+               "names": list(inputs.manifest["gene_names"])},
+        pool=inputs.pool, validation=inputs.validation, log_every=log_every, val_every=val_every,
+        checkpoint_every=checkpoint_every, data_timeout=data_timeout, fail_at_step=fail_at_step,
+        fail_marker=fail_marker)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         overrides = list(args.overrides) + ([f"train.max_steps={args.max_steps}"] if args.max_steps else [])
         cfg: ExperimentConfig = load_config(args.config, overrides)
         data = Path(args.data).resolve()
         manifest = schema.read_manifest(data)
-        check_compatible(manifest, cfg.data)
-        if cfg.data.n_genes is None:  # the config asks to follow the dataset
-            cfg = replace(cfg, data=replace(cfg.data, n_genes=len(manifest["gene_names"])))
+        cfg = resolve_config(cfg, manifest)
         run_name = args.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if not RUN_NAME.fullmatch(run_name):
             raise ConfigError(f"--name {run_name!r}: use letters, digits, '.', '_' and '-' only")
@@ -249,27 +339,10 @@ def run(args: argparse.Namespace) -> int:
         uri = default_tracking_uri(runs_dir, args.tracking_uri)
         check_tracking(uri)
         schema.verify_dataset(data)  # every file against its recorded size and hash, before any run exists
-    except (ConfigError, schema.SchemaError, DatasetMismatch, TrackingUnavailable) as err:
+        inputs = read_inputs(data, manifest, cfg.data.image_size, args.val_size)
+    except (ConfigError, schema.SchemaError, DatasetMismatch, TrackingUnavailable, TooFewSubjects) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-
-    matrix = schema.read_genes(data)
-    train_subjects = {s for s, split in zip(matrix.subject_ids, matrix.splits) if split == "train"}
-    if len(train_subjects) < 2:
-        print(f"error: the training split of {data} has {len(train_subjects)} subject(s); mismatched tuples need "
-              f"at least 2 - prepare more subjects or change the split", file=sys.stderr)
-        return 2
-    nodules_val = read_records(data, "val", "nodule", args.val_size)
-    backgrounds_val = read_records(data, "val", "background", len(nodules_val["subject_id"]))
-    n_val = min(len(nodules_val["subject_id"]), len(backgrounds_val["subject_id"]))
-    validation = {"nodules": {k: v[:n_val] for k, v in nodules_val.items()},
-                  "backgrounds": {k: v[:n_val] for k, v in backgrounds_val.items()}} if n_val >= 2 else {}
-    if not validation:
-        print("warning: the validation split has fewer than 2 paired slices; validation metrics and figures are off")
-    else:
-        validation["map"] = map_reference(data, cfg.data.image_size)
-        if not validation["map"]:
-            print("warning: the validation split has fewer than 3 subjects with nodules; val/map_quality is off")
 
     cpus_per_worker = None
     if not args.local:
@@ -280,12 +353,8 @@ def run(args: argparse.Namespace) -> int:
             return 2
 
     mode = "local" if args.local else "ray"
-    params = flatten("", to_dict(cfg)) | {"run.mode": mode, "run.num_workers": 1 if args.local else args.num_workers,
-                                          "run.data": str(data), "run.gpu": args.gpu}
-    if cpus_per_worker is not None:
-        params["run.cpus_per_worker"] = cpus_per_worker
-    tags = {"radiogen.ablation": cfg.name, "radiogen.dataset_fingerprint": schema.dataset_fingerprint(data),
-            "radiogen.code_version": code_version(), "radiogen.mode": mode}
+    params = run_params(cfg, data, mode, 1 if args.local else args.num_workers, args.gpu, cpus_per_worker)
+    tags = run_tags(cfg, data, mode)
     artifact_root = runs_dir / "mlartifacts" if uri.startswith("sqlite:") else None
     with Sigterm() as stop:
         try:
@@ -298,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
         # From here on the MLflow run exists: whatever ends this process closes it (FINISHED, FAILED or KILLED).
         status = "FAILED"
         try:
-            train(args, cfg, manifest, matrix, validation, data, runs_dir, run_name, uri, run_id, cpus_per_worker)
+            train(args, cfg, inputs, runs_dir, run_name, uri, run_id, cpus_per_worker)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -329,28 +398,22 @@ def map_reference(data: Path, image_size: int) -> Records:
             "phenotype": cheap_phenotype_by_subject(images, masks, rows["subject_id"], subjects)}
 
 
-def train(args: argparse.Namespace, cfg: ExperimentConfig, manifest: dict, matrix: schema.GeneMatrix,
-          validation: dict, data: Path, runs_dir: Path, run_name: str, uri: str, run_id: str,
-          cpus_per_worker: float | None) -> None:
+def train(args: argparse.Namespace, cfg: ExperimentConfig, inputs: TrainingInputs, runs_dir: Path, run_name: str,
+          uri: str, run_id: str, cpus_per_worker: float | None) -> None:
     """The training itself, into the open MLflow run `run_id`."""
-    stats = schema.gene_stats(manifest, cfg.data.gene_norm)
-    settings = RunSettings(
-        config=to_dict(cfg), tracking_uri=uri, run_id=run_id,
-        genes={"subject_ids": matrix.subject_ids, "values": matrix.values, "stats": stats.to_dict(),
-               "names": list(manifest["gene_names"])},
-        pool=pool_records(data), validation=validation, log_every=args.log_every, val_every=args.val_every,
-        checkpoint_every=args.checkpoint_every, data_timeout=args.data_timeout, fail_at_step=args.fail_at_step,
-        fail_marker=str(runs_dir / run_name / ".injected_failure") if args.fail_at_step else None)
+    settings = make_settings(
+        cfg, inputs, uri, run_id, args.log_every, args.val_every, args.checkpoint_every, args.data_timeout,
+        args.fail_at_step, str(runs_dir / run_name / ".injected_failure") if args.fail_at_step else None)
     (runs_dir / run_name).mkdir(parents=True, exist_ok=True)
     print(f"run {run_name} (MLflow run {run_id}) tracking at {uri}")
     if args.local:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        source = LocalSource(data, "train", cfg.train.batch_size, cfg.train.seed, shuffle=not args.no_shuffle)
+        source = LocalSource(inputs.data, "train", cfg.train.batch_size, cfg.train.seed, shuffle=not args.no_shuffle)
         from .local import LocalSession
 
         fit(settings, LocalSession(source, runs_dir / run_name, device))
     else:
-        run_ray(settings, args, run_name, schema.slice_files(data, manifest), not args.no_shuffle, cpus_per_worker)
+        run_ray(settings, args, run_name, inputs.files, not args.no_shuffle, cpus_per_worker)
 
 
 def main(argv: list[str] | None = None) -> int:

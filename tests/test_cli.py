@@ -24,7 +24,8 @@ def subcommands() -> list[str]:
 def test_help_lists_only_real_subcommands():
     out = subprocess.run([sys.executable, "-m", "ray_jobs.cli", "--help"], capture_output=True, text=True, check=True)
     listed = sorted(set(re.findall(r"^    (\w+)\s", out.stdout, re.M)))
-    assert listed == subcommands() == ["cohort", "config", "cost", "eval", "overfit", "prep", "train"]
+    assert listed == subcommands() == ["cohort", "config", "cost", "eval", "overfit", "prep", "sweep",
+                                                "train"]
     # Every subcommand does real work: its --help runs and its handler ("module:function") is a real function.
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
@@ -37,7 +38,7 @@ def test_help_lists_only_real_subcommands():
 HEAVY = ("torch", "ray", "mlflow", "SimpleITK", "numpy", "pandas", "pyarrow", "scipy", "sklearn", "radiomics")
 
 
-@pytest.mark.parametrize("name", ["", "cohort", "prep", "train", "eval", "config", "cost", "overfit"])
+@pytest.mark.parametrize("name", ["", "cohort", "prep", "train", "eval", "sweep", "config", "cost", "overfit"])
 def test_help_answers_without_importing_heavy_packages(name):
     """`--help` costs an interpreter start plus argparse (0.06-0.09 s here, against 2.6-3.2 s when the
     CLI imported torch and Ray): every heavy package is made unimportable and --help still works."""

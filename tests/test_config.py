@@ -10,7 +10,8 @@ from radiogen.config import ConfigError, ExperimentConfig, from_dict, load_confi
 
 from .helpers import REPO
 
-ABLATIONS = sorted((REPO / "ablations").glob("*.yaml"))
+ABLATIONS = sorted(p for p in (REPO / "ablations").glob("*.yaml") if not p.name.startswith("sweep_"))
+# sweep_*.yaml are sweep files, not experiments (tests/test_search_space.py loads them)
 
 
 def test_ablations_exist():
