@@ -85,10 +85,10 @@ def sweep_dir(runs_dir: Path, name: str) -> Path:
 
 @contextlib.contextmanager
 def quiet_logs(log_file: Path) -> Iterator[None]:
-    """Within: Ray's, Optuna's and Python warnings' log records go to `log_file`, not the terminal."""
+    """Within: the log records of Ray, Optuna, MLflow and Python warnings go to `log_file`, not the terminal."""
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    loggers = [logging.getLogger(n) for n in ("ray", "optuna", "py.warnings")]
+    loggers = [logging.getLogger(n) for n in ("ray", "optuna", "mlflow", "py.warnings")]
     saved = [(log.handlers, log.propagate) for log in loggers]
     for log in loggers:
         log.handlers, log.propagate = [handler], False

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,7 +31,8 @@ from radiogen.config import ExperimentConfig
 from radiogen.search_space import SweepSpec, trial_config
 
 from .tracking import RunFinished, Tracker, find_run, open_run, with_retry
-from .train import TrainingInputs, make_settings, resolve_config, run_params, run_ray, run_tags
+from .train import (PLACEMENT_GROUP_TAG, TrainingInputs, make_settings, resolve_config, run_params, run_ray,
+                    run_tags)
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +114,8 @@ def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
         run_ray(settings, run_args, run_name, ctx.inputs.files, ctx.shuffle, ctx.cpus_per_worker,
                 storage=ctx.train_storage, callbacks=[TuneReportCallback()])
     except Exception:
-        close_run(ctx, run_id, "FAILED", "failed")
+        if not stopped_early(ctx, run_id):  # the driver tagged it pruned before Tune stopped its workers
+            close_run(ctx, run_id, "FAILED", "failed")
         raise
     close_run(ctx, run_id, "FINISHED", "complete")
 
@@ -120,6 +123,15 @@ def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
 def final_metrics(ctx: SweepContext, run_name: str) -> dict[str, float]:
     run = find_run(ctx.uri, ctx.exp_id, run_name)
     return {**run.data.metrics, "step": ctx.spec.max_steps}
+
+
+def stopped_early(ctx: SweepContext, run_id: str) -> bool:
+    from mlflow import MlflowClient
+
+    try:
+        return MlflowClient(ctx.uri).get_run(run_id).data.tags.get(STATE_TAG) == "pruned"
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def close_run(ctx: SweepContext, run_id: str, status: str, state: str) -> None:
@@ -210,6 +222,10 @@ class BudgetASHA(AsyncHyperBandScheduler):
 # ---------------------------------------------------------------------------------------------
 # The driver's view of trial events.
 
+FREE_GROUP_AFTER_S = 10.0
+"""How long after Tune stops a trial its workers' placement group is freed (its actor and controller are gone by
+then; freeing it earlier would let the controller start replacement workers)."""
+
 _ACTIVE: dict[str, tuple[SweepContext, TextIO]] = {}
 """The running sweep's context and terminal in the driver process, by sweep name: the callback is pickled into
 the Tune experiment, so it holds only the name and looks the current context (tracking URI, parent run) up here;
@@ -232,6 +248,11 @@ class SweepEvents(Callback):
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.stopped_groups: list[tuple[str, float]] = []
+
+    def __setstate__(self, state: dict) -> None:  # restored from an older experiment state
+        self.__dict__.update(state)
+        self.__dict__.setdefault("stopped_groups", [])
 
     @property
     def ctx(self) -> SweepContext:
@@ -254,6 +275,8 @@ class SweepEvents(Callback):
             done = run.info.status == status and run.data.tags.get(STATE_TAG) == state
             if not done and run.info.status != "FINISHED":  # a finished run is never marked down
                 close_run(ctx, run.info.run_id, status, state)
+            if state != "complete" and PLACEMENT_GROUP_TAG in run.data.tags:
+                self.stopped_groups.append((run.data.tags[PLACEMENT_GROUP_TAG], time.monotonic()))
             return run.info.run_id
         except Exception as err:  # noqa: BLE001 - a tracking outage must not end the sweep
             self.say(f"tracking: trial {trial.trial_id}'s MLflow run not marked {status} ({err})")
@@ -269,6 +292,36 @@ class SweepEvents(Callback):
         how = f"finished at step {step}" if complete else f"stopped early by ASHA at step {step} (pruned)"
         self.say(f"trial {trial.trial_id} {how}: {scores or 'no validation metric reported'}"
                  + (f" (MLflow run {run_id})" if run_id else ""))
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self._free_groups(wait=False)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._free_groups(wait=True)
+
+    def _free_groups(self, wait: bool) -> None:
+        """Free the workers' placement group of a trial stopped early, once its controller is gone. Ray Train's own
+        cleaner does this too, but it finds its cluster by auto-detection, which fails when several local Ray
+        clusters run on the machine: the CPUs would stay reserved and later trials starve Ray Data."""
+        from ray._raylet import PlacementGroupID
+        from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+        keep = []
+        for group_hex, since in self.stopped_groups:
+            due = since + FREE_GROUP_AFTER_S - time.monotonic()
+            if due > 0 and wait:
+                time.sleep(due)
+            elif due > 0:
+                keep.append((group_hex, since))
+                continue
+            try:
+                group = PlacementGroup(PlacementGroupID.from_hex(group_hex))
+                if placement_group_table(group).get("state") not in (None, "REMOVED"):
+                    remove_placement_group(group)
+                    logger.warning("freed placement group %s of a stopped trial", group_hex)
+            except Exception as err:  # noqa: BLE001
+                logger.warning("placement group %s not freed (%s)", group_hex, err)
+        self.stopped_groups = keep
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._close(trial, "FAILED", "failed")

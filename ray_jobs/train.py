@@ -102,8 +102,23 @@ def latest_validation(checkpoint_dir: Path) -> dict[str, float]:
     return {}
 
 
+PLACEMENT_GROUP_TAG = "radiogen.placement_group"
+"""The workers' Ray placement group (hex id), tagged by rank 0: a sweep frees it when it stops the trial early."""
+
+
 def train_loop_per_worker(config: dict) -> None:
-    fit(RunSettings(**config), RaySession())
+    settings, session = RunSettings(**config), RaySession()
+    if session.rank == 0:
+        import ray.util
+
+        group = ray.util.get_current_placement_group()
+        try:
+            if group is not None:
+                Tracker(settings.tracking_uri, settings.run_id).client.set_tag(settings.run_id, PLACEMENT_GROUP_TAG,
+                                                                               group.id.hex())
+        except Exception as err:  # noqa: BLE001 - informational; training goes on
+            print(f"tracking: placement group not tagged ({err})")
+    fit(settings, session)
 
 
 def connect_ray(address: str | None, log_to_driver: bool = True) -> bool:
