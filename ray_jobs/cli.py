@@ -80,36 +80,34 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p, per=" per trial")
 
 
-def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def _command_parser(subparsers: argparse._SubParsersAction, name: str, module: str, help: str
+                    ) -> argparse.ArgumentParser:
+    """A subcommand whose description is `module`'s docstring, read from source (nothing heavy imported)."""
     from radiogen.cli import source_docstring
 
-    p = subparsers.add_parser("train", help="train on a prepared dataset (Ray Train DDP, or --local), tracked in MLflow",
-                              description=source_docstring("ray_jobs.train"),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    return subparsers.add_parser(name, help=help, description=source_docstring(module),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = _command_parser(subparsers, "train", "ray_jobs.train",
+                        "train on a prepared dataset (Ray Train DDP, or --local), tracked in MLflow")
     add_train_arguments(p)
     return p
 
 
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from radiogen.cli import source_docstring
-
     from .eval import add_arguments  # argparse only at import
 
-    p = subparsers.add_parser("eval", help="evaluate a trained generator: figures, realism, conditioning, the "
-                                           "radiogenomic map vs the classical pipeline (and vs truth), report",
-                              description=source_docstring("ray_jobs.eval"),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _command_parser(subparsers, "eval", "ray_jobs.eval", "evaluate a trained generator: figures, realism, "
+                        "conditioning, the radiogenomic map vs the classical pipeline (and vs truth), report")
     add_arguments(p)
     return p
 
 
 def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from radiogen.cli import source_docstring
-
-    p = subparsers.add_parser("sweep", help="many trainings as Ray Tune trials: Optuna search with ASHA early "
-                                            "stopping, or an ablation grid (variants x seeds), compared in MLflow",
-                              description=source_docstring("ray_jobs.sweep"),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _command_parser(subparsers, "sweep", "ray_jobs.sweep", "many trainings as Ray Tune trials: Optuna search "
+                        "with ASHA early stopping, or an ablation grid (variants x seeds), compared in MLflow")
     add_sweep_arguments(p)
     return p
 

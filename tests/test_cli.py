@@ -48,14 +48,17 @@ def test_help_answers_without_importing_heavy_packages(name):
     assert res.returncode == 0 and "usage: " in res.stdout, res.stderr[-2000:]
 
 
-def test_train_module_takes_exactly_the_flags_of_radiogen_train():
-    from ray_jobs.train import add_arguments
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_module_takes_exactly_the_flags_of_its_radiogen_command(command):
+    """`python -m ray_jobs.<command>` (what `ray job submit` runs) and `radiogen <command>` share every flag."""
+    import importlib
 
-    train = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    add_arguments = importlib.import_module(f"ray_jobs.{command}").add_arguments
+    parser = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
     own = argparse.ArgumentParser()
     add_arguments(own)
     flags = lambda p: sorted(s for a in p._actions for s in a.option_strings)  # noqa: E731
-    assert flags(own) == flags(train)
+    assert flags(own) == flags(parser)
 
 
 def test_light_argument_definitions_match_the_modules_they_describe():
