@@ -300,6 +300,8 @@ class _Run:
         self.real_means = means[[ids.index(s) for s in data.subjects]]                # (S, F)
         self.pheno_cols = [names.index(PHENOTYPE_FEATURES[p]) for p in PROGRAMS]
         self.real_cheap = cheap_phenotype_by_subject(data.images, data.masks, data.slice_subject, data.subjects)
+        per_slice, ids = subject_means(size_intensity(data.images, data.masks), data.slice_subject)
+        self.real_measures = per_slice[[ids.index(s) for s in data.subjects]]  # (S, 2) area, intensity
         self.slice_of = _representative_slices(data)
         self.slice_split = np.array([data.split_of[s] for s in data.slice_subject])
         log(f"real nodules: {len(data.images)} slices of {len(data.subjects)} subjects, {len(names)} features")
@@ -398,10 +400,7 @@ class _Run:
         measures = {m.label: nanmean(size_intensity(self.synth[m.label].swap.images[idx],
                                                     self.synth[m.label].swap.masks[idx]), axis=1)
                     for m in self.models}                                            # (S, 2): mean over backgrounds
-        real = size_intensity(self.data.images, self.data.masks)
-        subject_row = {s: i for i, s in enumerate(self.data.subjects)}
-        rows = np.array([subject_row[s] for s in self.data.slice_subject])
-        measures["real"] = np.stack([nanmean(real[rows == i], axis=0) for i in idx]).reshape(len(idx), 2)
+        measures["real"] = self.real_measures[idx]
         for who, x in measures.items():  # "real": the ceiling, what the real nodules show
             res = program_response(x, self.programs[idx], PROGRAMS) if enough else {
                 f"response/{k}": np.nan for k in ("size", "density", "decoy")}
