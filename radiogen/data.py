@@ -1,8 +1,10 @@
 """Training batches from a prepared dataset: nodule slices paired with random backgrounds, genes joined
 per subject, and the mismatched mask/gene rows drawn from a different subject of the same batch.
 
-Both the distributed path (Ray Data shards) and the local debug path (pyarrow) hand this module the
-same numpy record batches ({column: array}); `assemble_batch` turns a pair of them into a `Batch`.
+Two sources feed the loop the same `Slices`: a `MemorySource` decodes a worker's training split once
+(into GPU memory when training there) and shuffles row indices per epoch; the streaming path decodes
+each Ray Data record batch as it arrives (for datasets that do not fit). `plan_data_mode` chooses.
+`assemble_batch` turns a pair of Slices into a `Batch`.
 Genes are not stored in the slice rows: a per-subject table (small: subjects x genes) is joined on
 the worker, which keeps the slice rows ~25% smaller at 5172 genes (see scripts/bench_ingest.py).
 """
@@ -10,6 +12,7 @@ the worker, which keeps the slice rows ~25% smaller at 5172 genes (see scripts/b
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +57,12 @@ class GeneLookup:
         matrix = schema.read_genes(root)
         return cls(matrix.subject_ids, matrix.values, schema.gene_stats(schema.read_manifest(root), data.gene_norm))
 
+    def to(self, device: torch.device | str) -> "GeneLookup":
+        """The same lookup with its table on `device` (a device-resident source joins genes there)."""
+        moved = object.__new__(GeneLookup)
+        moved.index, moved.values = self.index, self.values.to(device)
+        return moved
+
     def __call__(self, subject_ids: list[str]) -> torch.Tensor:
         try:
             rows = [self.index[s] for s in subject_ids]
@@ -63,17 +72,36 @@ class GeneLookup:
         return self.values[rows]
 
 
+@dataclass
+class Slices:
+    """Decoded slices of one kind, as a source hands them to the loop: host tensors, or device tensors when the
+    source holds its split in GPU memory."""
+
+    subject_ids: list[str]
+    image: torch.Tensor
+    """(N, 1, S, S) float32 in [-1, 1]."""
+    mask: torch.Tensor | None = None
+    """(N, 1, S, S) float32 in {0, 1}; None for backgrounds (a batch uses only their images)."""
+
+    def __len__(self) -> int:
+        return len(self.subject_ids)
+
+
+def decode_slices(records: dict[str, np.ndarray], image_size: int, masks: bool = True) -> Slices:
+    """Record batch ({"subject_id", "image", "mask"} numpy columns) -> Slices on the host."""
+    image = torch.from_numpy(schema.decode_images(records["image"], image_size).copy())[:, None]
+    mask = torch.from_numpy(schema.decode_masks(records["mask"], image_size).astype(np.float32))[:, None] \
+        if masks else None
+    return Slices([str(s) for s in records["subject_id"]], image, mask)
+
+
 def decode_pairs(nodules: dict[str, np.ndarray], backgrounds: dict[str, np.ndarray], genes: GeneLookup,
                  image_size: int) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(subject ids, image (B,1,S,S), mask (B,1,S,S), genes (B,G), background (B,1,S,S)) from record batches."""
-    size = image_size
-    subject_ids = [str(s) for s in nodules["subject_id"]]
-    image = torch.from_numpy(schema.decode_images(nodules["image"], size).copy())[:, None]
-    mask = torch.from_numpy(schema.decode_masks(nodules["mask"], size).astype(np.float32))[:, None]
-    background = torch.from_numpy(schema.decode_images(backgrounds["image"], size).copy())[:, None]
-    if background.shape[0] != image.shape[0]:
-        raise ValueError(f"{image.shape[0]} nodule rows but {background.shape[0]} background rows; pair equal counts")
-    return subject_ids, image, mask, genes(subject_ids), background
+    nod, bg = decode_slices(nodules, image_size), decode_slices(backgrounds, image_size, masks=False)
+    if len(bg) != len(nod):
+        raise ValueError(f"{len(nod)} nodule rows but {len(bg)} background rows; pair equal counts")
+    return nod.subject_ids, nod.image, nod.mask, genes(nod.subject_ids), bg.image
 
 
 class MismatchPool:
@@ -82,7 +110,8 @@ class MismatchPool:
     The paper draws m-bar and g-bar from another subject of the same batch; with few subjects a
     shuffled batch can hold only one. Its mismatched rows then come from this pool of earlier
     training rows (seeded with rows of several subjects before the first step), never from
-    validation or test subjects and never from the row's own subject.
+    validation or test subjects and never from the row's own subject. The masks live on the device
+    of the seed masks (the GPU for a device-resident source: no host copy per step).
     """
 
     def __init__(self, subject_ids: list[str], masks: torch.Tensor, capacity: int = 512):
@@ -91,7 +120,7 @@ class MismatchPool:
         n = min(len(subject_ids), capacity)
         # A fixed ring buffer: adding a batch writes B rows in place (no copy of the whole pool per step).
         self.ids: list[str] = list(subject_ids)[-n:] + [""] * (capacity - n)
-        self.masks = torch.zeros(capacity, *masks.shape[1:])
+        self.masks = torch.zeros(capacity, *masks.shape[1:], device=masks.device)
         self.masks[:n] = masks[-n:]
         self.size, self.next = n, n % capacity
 
@@ -108,15 +137,19 @@ class MismatchPool:
         return self.ids[pick], self.masks[pick].clone()
 
 
-def assemble_batch(nodules: dict[str, np.ndarray], backgrounds: dict[str, np.ndarray], genes: GeneLookup,
-                   image_size: int, generator: torch.Generator, pool: MismatchPool | None = None) -> Batch:
-    """One training batch from a nodule record batch and an equally long background record batch.
+def assemble_batch(nodules: Slices, backgrounds: Slices, genes: GeneLookup, generator: torch.Generator,
+                   pool: MismatchPool | None = None) -> Batch:
+    """One training batch from nodule slices and as many background slices (host or device tensors).
 
     Without a pool, a batch of a single subject is an error; with one, its mismatched rows come from the pool.
     """
-    subject_ids, image, mask, g, background = decode_pairs(nodules, backgrounds, genes, image_size)
+    if len(backgrounds) != len(nodules):
+        raise ValueError(f"{len(nodules)} nodule rows but {len(backgrounds)} background rows; pair equal counts")
+    subject_ids, mask = nodules.subject_ids, nodules.mask
+    g = genes(subject_ids)
     other = mismatch_index(subject_ids, generator, allow_missing=pool is not None)  # rows of another subject
     if other[0] >= 0:
+        other = other.to(mask.device, non_blocking=True)
         mask_mismatch, genes_mismatch = mask[other], g[other]
     else:
         drawn = [pool.draw(s, generator) for s in subject_ids]
@@ -124,7 +157,7 @@ def assemble_batch(nodules: dict[str, np.ndarray], backgrounds: dict[str, np.nda
         genes_mismatch = genes([sid for sid, _ in drawn])
     if pool is not None:
         pool.add(subject_ids, mask)
-    return Batch(image=image, mask=mask, genes=g, background=background,
+    return Batch(image=nodules.image, mask=mask, genes=g, background=backgrounds.image,
                  mask_mismatch=mask_mismatch, genes_mismatch=genes_mismatch)
 
 
@@ -177,26 +210,92 @@ def read_records(root: str | Path, split: str, kind: str, limit: int | None = No
     return {c: table.column(c).to_numpy(zero_copy_only=False) for c in ROW_COLUMNS}
 
 
-class LocalSource:
-    """A split of a prepared dataset read with pyarrow into memory: the `--local` debug path.
+MEMORY_BUDGET_BYTES = 4 * 2**30
+"""At most this much decoded training data per worker is held in memory (host or GPU) by `--data-mode auto`."""
+MEMORY_FRACTION = 0.25
+"""... and at most this fraction of the node's available host memory for all of a node's workers together."""
+DATA_MODES = ("auto", "memory", "streaming")
 
-    Batches are numpy record batches like Ray Data's; `shuffle=False` keeps file order (the order a
-    one-worker Ray Data stream with preserved order yields), which makes the two paths comparable.
+
+def decoded_bytes(manifest: dict, split: str = "train") -> int:
+    """Bytes of a split decoded as MemorySource holds it: float32 image + mask per nodule, image per background."""
+    pixels = manifest["image"]["size"] ** 2
+    counts = manifest["counts"]["slices"]
+    return 4 * pixels * (2 * counts["nodule"].get(split, 0) + counts["background"].get(split, 0))
+
+
+def plan_data_mode(requested: str, manifest: dict, num_workers: int, available_bytes: int | None) -> tuple[str, str]:
+    """("memory" or "streaming", the reason, for printing): `auto` holds the training split in memory when each
+    worker's shard fits MEMORY_BUDGET_BYTES and all shards together fit MEMORY_FRACTION of `available_bytes`."""
+    total = decoded_bytes(manifest)
+    per_worker = total / max(num_workers, 1)
+    size = f"the training split is {total / 2**20:.1f} MiB decoded, {per_worker / 2**20:.1f} MiB per worker"
+    if requested == "memory":
+        return "memory", f"--data-mode memory; {size}"
+    if requested == "streaming":
+        return "streaming", f"--data-mode streaming; {size}"
+    if requested != "auto":
+        raise ValueError(f"--data-mode must be one of {', '.join(DATA_MODES)}, got {requested!r}")
+    if per_worker > MEMORY_BUDGET_BYTES:
+        return "streaming", f"{size}, over the {MEMORY_BUDGET_BYTES / 2**30:g} GiB in-memory budget per worker"
+    if available_bytes is not None and total > MEMORY_FRACTION * available_bytes:
+        return "streaming", (f"{size}, over {MEMORY_FRACTION:.0%} of the {available_bytes / 2**30:.1f} GiB of "
+                             f"host memory available")
+    return "memory", f"{size}: it fits, so each worker decodes its shard once and shuffles indices per epoch"
+
+
+def concat_records(batches: Iterator[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Record batches -> one record batch (the columns concatenated)."""
+    parts = list(batches)
+    if not parts:
+        return {c: np.asarray([], dtype=object) for c in ROW_COLUMNS}
+    return {c: np.concatenate([np.asarray(p[c], dtype=object) for p in parts]) for c in parts[0]}
+
+
+class MemorySource:
+    """A training split decoded once into memory, on `device` (GPU memory when training there).
+
+    An epoch is a permutation of row indices (seeded by seed, round and rank), not a re-executed data
+    pipeline: a Ray Data shuffle per epoch costs 25-40 ms plus ~83 ms to restart a streaming_split iterator,
+    which on a small cohort is a large share of the step time. `shuffle=False` keeps the rows' order.
     """
 
-    def __init__(self, root: str | Path, split: str, batch_size: int, seed: int, shuffle: bool = True):
-        self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
-        self.tables = {kind: read_records(root, split, kind) for kind in schema.KINDS}
+    def __init__(self, records: dict[str, dict[str, np.ndarray]], image_size: int, batch_size: int, seed: int,
+                 shuffle: bool = True, rank: int = 0, device: torch.device | str = "cpu"):
+        self.batch_size, self.seed, self.shuffle, self.rank = batch_size, seed, shuffle, rank
+        self.device = torch.device(device)
+        self.tables: dict[str, Slices] = {}
+        for kind, rows in records.items():
+            s = decode_slices(rows, image_size, masks=kind == "nodule")
+            self.tables[kind] = Slices(s.subject_ids, s.image.to(self.device),
+                                       None if s.mask is None else s.mask.to(self.device))
+        self.ids = {kind: np.asarray(t.subject_ids, dtype=object) for kind, t in self.tables.items()}
 
     def rows(self, kind: str) -> int:
-        return len(self.tables[kind]["subject_id"])
+        return len(self.tables[kind])
 
-    def _batches(self, kind: str, round_: int) -> Iterator[dict[str, np.ndarray]]:
-        n = self.rows(kind)
-        order = np.random.default_rng([self.seed, round_]).permutation(n) if self.shuffle else np.arange(n)
+    def _batches(self, kind: str, round_: int) -> Iterator[Slices]:
+        n, table = self.rows(kind), self.tables[kind]
+        order = np.random.default_rng([self.seed, round_, self.rank]).permutation(n) if self.shuffle else np.arange(n)
+        on_device = torch.from_numpy(order).to(self.device)  # one copy per epoch; batches are views of it
         for start in range(0, n - self.batch_size + 1, self.batch_size):  # drop_last, like the Ray path
-            idx = order[start:start + self.batch_size]
-            yield {c: v[idx] for c, v in self.tables[kind].items()}
+            idx = on_device[start:start + self.batch_size]
+            yield Slices(self.ids[kind][order[start:start + self.batch_size]].tolist(), table.image[idx],
+                         None if table.mask is None else table.mask[idx])
 
-    def epoch(self, epoch: int) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    def epoch(self, epoch: int) -> Iterator[tuple[Slices, Slices]]:
         return paired_batches(lambda e: self._batches("nodule", e), lambda r: self._batches("background", r), epoch)
+
+
+class LocalSource(MemorySource):
+    """A split of a prepared dataset read with pyarrow into memory: the `--local` debug path.
+
+    `shuffle=False` keeps file order (the order a one-worker Ray Data stream with preserved order
+    yields), which makes the two paths comparable.
+    """
+
+    def __init__(self, root: str | Path, split: str, batch_size: int, seed: int, shuffle: bool = True,
+                 device: torch.device | str = "cpu"):
+        manifest = schema.read_manifest(root)
+        super().__init__({kind: read_records(root, split, kind) for kind in schema.KINDS},
+                         manifest["image"]["size"], batch_size, seed, shuffle, device=device)

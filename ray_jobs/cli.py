@@ -50,11 +50,17 @@ def add_run_arguments(p: argparse.ArgumentParser, per: str = "") -> None:
     p.add_argument("--data-timeout", type=float, default=300.0,
                    help="fail when the data pipeline yields no batch for this many seconds (default 300; 0 = "
                         "wait forever)")
+    p.add_argument("--data-mode", choices=DATA_MODES, default="auto",
+                   help="memory: each worker decodes its training shard once (into GPU memory with --gpu) and "
+                        "shuffles indices per epoch; streaming: Ray Data re-shuffles and streams every epoch (for "
+                        "datasets that do not fit); auto (default): memory when the shard fits, with the reason "
+                        "printed")
     p.add_argument("--no-shuffle", action="store_true",
                    help="keep file order (debugging; makes --local and one Ray worker see the same batches)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local cluster)")
 
 
+DATA_MODES = ("auto", "memory", "streaming")  # radiogen.data.DATA_MODES (a test keeps them equal)
 SWEEP_MODES = ("search", "grid")  # radiogen.search_space.SWEEP_MODES (a test keeps them equal)
 
 

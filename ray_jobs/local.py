@@ -13,9 +13,7 @@ from pathlib import Path
 
 import torch
 
-from radiogen.data import LocalSource
-
-from .loop import Records
+from radiogen.data import LocalSource, Slices
 
 KEEP_CHECKPOINTS = 2
 
@@ -32,7 +30,7 @@ class LocalSession:
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return model
 
-    def epoch_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[Records, Records]]:
+    def epoch_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[Slices, Slices]]:
         return self.source.epoch(epoch)
 
     def latest_checkpoint(self) -> Path | None:

@@ -28,7 +28,7 @@ import torch
 from radiogen import schema
 from radiogen.checkpoint import load_checkpoint, save_checkpoint
 from radiogen.config import ExperimentConfig, from_dict, to_dict
-from radiogen.data import GeneLookup, MismatchPool, assemble_batch, decode_pairs
+from radiogen.data import GeneLookup, MismatchPool, Slices, assemble_batch, decode_pairs
 from radiogen.figures import fig2_grid, save_figure
 from radiogen.genes import GeneStats
 from radiogen.evaluation.synthesis import map_quality
@@ -64,6 +64,15 @@ class RunSettings:
     checkpoint_every: int = 100
     data_timeout: float = 300.0
     """Seconds without a batch from the data pipeline before `DataTimeout` (0 = wait forever)."""
+    data_mode: str = "memory"
+    """memory: each worker decodes its training shard once and shuffles indices per epoch (on its device);
+    streaming: Ray Data re-shuffles and streams every epoch (datasets that do not fit). --local is always memory."""
+    threads: int | None = None
+    """torch intra-op threads of a Ray worker (its CPU reservation, at least 1); None = torch's default (--local)."""
+    shuffle: bool = True
+    """A fresh order every epoch; False keeps file order (--no-shuffle)."""
+    progress_every: int = 0
+    """Steps between the progress lines rank 0 prints (a multiple of log_every; 0 = none)."""
     fail_at_step: int | None = None
     """Test-only: the last rank raises once at this step (a marker file makes it fire only once)."""
     fail_marker: str | None = None
@@ -75,7 +84,7 @@ class Session(Protocol):
     device: torch.device
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module: ...
-    def epoch_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[Records, Records]]: ...
+    def epoch_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[Slices, Slices]]: ...
     def latest_checkpoint(self) -> Path | None: ...
     def commit(self, checkpoint_dir: Path | None, step: int, metrics: dict[str, float]) -> None: ...
 
@@ -164,6 +173,45 @@ def watched(items: Iterator[T], timeout: float, what: str) -> Iterator[T]:
         stop.set()
 
 
+SUMMARY_METRICS = ("val/frechet_radiomic", "val/l1_background", "val/map_quality")
+
+
+class Progress:
+    """Rank 0's progress lines: step, images/s, data wait and the main losses every `progress_every` steps,
+    and a closing summary (the quiet default's only per-run output besides start and end)."""
+
+    def __init__(self, max_steps: int, start_step: int):
+        self.max_steps, self.start_step, self.start = max_steps, start_step, time.perf_counter()
+        self.latest: dict[str, float] = {}
+        self.waits: list[float] = []
+
+    def add(self, metrics: dict[str, float]) -> None:
+        self.latest = metrics
+        self.waits.append(metrics.get("perf/data_wait_fraction", 0.0))
+
+    def line(self, step: int) -> str:
+        m = self.latest
+        return (f"step {step}/{self.max_steps}: {m.get('perf/images_per_s', 0):.1f} img/s, data wait "
+                f"{m.get('perf/data_wait_fraction', 0):.1%}, loss D {m.get('loss/D/total', float('nan')):.3f}, "
+                f"G {m.get('loss/G/total', float('nan')):.3f} (L1 {m.get('loss/G/l1', float('nan')):.3f})")
+
+    def summary(self, latest: dict[str, float]) -> str:
+        elapsed = time.perf_counter() - self.start
+        val = ", ".join(f"{k} {latest[k]:.4g}" for k in SUMMARY_METRICS if k in latest)
+        wait = sum(self.waits) / len(self.waits) if self.waits else 0.0
+        return (f"trained steps {self.start_step} -> {self.max_steps} in {elapsed:.0f} s (mean data wait {wait:.1%}); "
+                f"last losses D {latest.get('loss/D/total', float('nan')):.3f}, G "
+                f"{latest.get('loss/G/total', float('nan')):.3f}" + (f"; {val}" if val else ""))
+
+
+def latest_of(records: list[dict[str, Any]]) -> dict[str, float]:
+    """The newest value of every metric in metric records."""
+    out: dict[str, float] = {}
+    for record in records:
+        out.update(record["metrics"])
+    return out
+
+
 def seed_for(seed: int, rank: int, step: int) -> int:
     """RNG seed re-applied at every checkpoint step, so a resumed run draws what an unbroken one would."""
     return (seed * 1_000_003 + rank * 7_919 + step) % 2**63
@@ -226,8 +274,9 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
     pending: list[dict[str, Any]] = []
     scratch = Path(tempfile.mkdtemp(prefix="radiogen-"))
     if rank0:
-        print(f"training {cfg.name}: {session.world_size} worker(s) on {session.device}, batch {t.batch_size} "
-              f"per worker, steps {state.step} -> {t.max_steps}")
+        print(f"training {cfg.name}: {session.world_size} worker(s) on {session.device} ({torch.get_num_threads()} "
+              f"torch thread(s) each), batch {t.batch_size} per worker, data {settings.data_mode}, steps "
+              f"{state.step} -> {t.max_steps}")
 
     def send_unsent() -> None:
         """Push committed records the tracker has not acknowledged; they stay in metrics.jsonl anyway."""
@@ -260,7 +309,9 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
     window = MetricWindow()
     mismatch_rng = torch.Generator()
     pool_masks = torch.from_numpy(schema.decode_masks(settings.pool["mask"], cfg.data.image_size).astype(np.float32))
-    pool = MismatchPool([str(s) for s in settings.pool["subject_id"]], pool_masks[:, None])
+    pool = MismatchPool([str(s) for s in settings.pool["subject_id"]], pool_masks[:, None].to(session.device))
+    train_genes = genes.to(session.device)  # joined where the slices are (no host copy per step on a GPU)
+    progress = Progress(t.max_steps, state.step) if rank0 and settings.progress_every else None
     val_pairs = decode_pairs(settings.validation["nodules"], settings.validation["backgrounds"], genes,
                              cfg.data.image_size) if rank0 and settings.validation else None
     reference = settings.validation.get("map") if rank0 else None
@@ -276,7 +327,7 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
                 break
             stepped = True
             mismatch_rng.manual_seed(seed_for(t.seed, session.rank, state.step))
-            batch = assemble_batch(*pair, genes, cfg.data.image_size, mismatch_rng, pool)
+            batch = assemble_batch(*pair, train_genes, mismatch_rng, pool)
             batch = batch.to(session.device, t.channels_last)
             wait = time.perf_counter() - tick
 
@@ -289,6 +340,10 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
             step = state.step
             if step % settings.log_every == 0 or step == t.max_steps:
                 pending.append({"step": step, "metrics": window.flush(images_per_step)})
+                if progress is not None:
+                    progress.add(pending[-1]["metrics"])
+                    if step % settings.progress_every == 0 or step == t.max_steps:
+                        print(progress.line(step), flush=True)
             if val_pairs is not None and (step % settings.val_every == 0 or step == t.max_steps):
                 val, figure = validate(state, val_pairs, step, scratch / "figures", map_reference)
                 pending.append({"step": step, "metrics": val})
@@ -304,6 +359,8 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
                                      "train.batch_size or --num-workers, or prepare more subjects")
 
     final = records[-1]["metrics"] if records else {}
+    if progress is not None:
+        print(progress.summary(latest_of(records)), flush=True)
     if rank0:
         try:
             tracker.log_generator(state.G_ema.cpu(), to_dict(cfg), settings.genes.get("names", []),

@@ -20,15 +20,12 @@ artifacts of the parent run. Ray's own logs go to files whose path is printed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import logging
 import math
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -43,7 +40,8 @@ from .sweep_trial import (SWEEP_TAG, TRIAL_DRIVER_CPUS, SweepContext, activate, 
                           trial_values)
 from .tracking import (RunFinished, TrackingUnavailable, Tracker, check_tracking, code_version, default_tracking_uri,
                        experiment_id, find_run, flatten, open_run, ui_hint, with_retry)
-from .train import (RAY_DATA_CPUS, RUN_NAME, ResourceMismatch, Sigterm, TooFewSubjects, connect_ray,
+from .quiet import quiet_logs, ray_log_dir
+from .train import (RAY_DATA_CPUS, RUN_NAME, ResourceMismatch, Sigterm, TooFewSubjects, choose_data_mode, connect_ray,
                     plan_cpus_per_worker, read_inputs, resolve_config)
 
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
@@ -81,34 +79,6 @@ def plan_trials(cpus: float, gpus: float, num_workers: int, requested: float | N
 
 def sweep_dir(runs_dir: Path, name: str) -> Path:
     return runs_dir / "sweeps" / name
-
-
-@contextlib.contextmanager
-def quiet_logs(log_file: Path) -> Iterator[None]:
-    """Within: the log records of Ray, Optuna, MLflow and Python warnings go to `log_file`, not the terminal."""
-    handler = logging.FileHandler(log_file)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    loggers = [logging.getLogger(n) for n in ("ray", "optuna", "mlflow", "py.warnings")]
-    saved = [(log.handlers, log.propagate) for log in loggers]
-    for log in loggers:
-        log.handlers, log.propagate = [handler], False
-    logging.captureWarnings(True)
-    try:
-        yield
-    finally:
-        logging.captureWarnings(False)
-        for log, (handlers, propagate) in zip(loggers, saved):
-            log.handlers, log.propagate = handlers, propagate
-        handler.close()
-
-
-def ray_log_dir() -> str:
-    try:
-        import ray._private.worker as worker
-
-        return worker._global_node.get_logs_dir_path()  # noqa: SLF001 - Ray has no public accessor
-    except Exception:  # noqa: BLE001
-        return "/tmp/ray/session_latest/logs on the head node"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -163,6 +133,7 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
                                           args.max_concurrent)
         inputs = read_inputs(data, manifest, base.data.image_size, args.val_size)
         check_objectives(spec, inputs.validation)
+        data_mode = choose_data_mode(args, manifest)
     except (ResourceMismatch, TooFewSubjects, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -196,7 +167,8 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
     ctx = SweepContext(name=name, spec=spec, overrides=overrides, inputs=inputs, uri=uri, experiment=experiment,
                        exp_id=exp_id, parent_run_id=parent, artifact_root=artifact_root, train_storage=folder / "train",
                        num_workers=args.num_workers, gpu=args.gpu, cpus_per_worker=cpw, log_every=args.log_every,
-                       data_timeout=args.data_timeout, max_failures=args.max_failures, shuffle=not args.no_shuffle)
+                       data_timeout=args.data_timeout, max_failures=args.max_failures, shuffle=not args.no_shuffle,
+                       data_mode=data_mode)
     activate(ctx, sys.stdout)
     # Tune saves the experiment's state at most this often: a trial that finished stays finished after the
     # driver dies (a later save window would re-run it; its finished MLflow run would then only be re-reported).

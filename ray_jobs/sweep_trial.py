@@ -66,6 +66,7 @@ class SweepContext:
     data_timeout: float
     max_failures: int
     shuffle: bool
+    data_mode: str = "memory"
 
 
 def trial_run_name(sweep: str, trial_id: str) -> str:
@@ -95,7 +96,7 @@ def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     cfg = config_of(ctx, config)
     run_name = trial_run_name(ctx.name, trial_id)
     data = ctx.inputs.data
-    params = run_params(cfg, data, "ray", ctx.num_workers, ctx.gpu, ctx.cpus_per_worker)
+    params = run_params(cfg, data, "ray", ctx.num_workers, ctx.gpu, ctx.cpus_per_worker, ctx.data_mode)
     tags = run_tags(cfg, data, "ray") | {SWEEP_TAG: ctx.name, TRIAL_TAG: trial_id}
     if variant is not None:
         tags |= {"radiogen.variant": variant, "radiogen.seed": str(seed)}
@@ -107,7 +108,8 @@ def run_trial(config: dict[str, Any], ctx: SweepContext) -> None:
         ray.tune.report(final_metrics(ctx, run_name))
         return
     settings = make_settings(cfg, ctx.inputs, ctx.uri, run_id, ctx.log_every, ctx.spec.report_every,
-                             ctx.spec.report_every, ctx.data_timeout)
+                             ctx.spec.report_every, ctx.data_timeout, data_mode=ctx.data_mode,
+                             cpus_per_worker=ctx.cpus_per_worker, shuffle=ctx.shuffle)
     run_args = SimpleNamespace(num_workers=ctx.num_workers, gpu=ctx.gpu, max_failures=ctx.max_failures,
                                runs_dir=str(ctx.train_storage))
     try:

@@ -30,10 +30,12 @@ import torch
 
 from radiogen import schema
 from radiogen.config import ConfigError, ExperimentConfig, load_config, to_dict
-from radiogen.data import (ROW_COLUMNS, DatasetMismatch, LocalSource, check_compatible, paired_batches, pool_records,
-                           read_records)
+from radiogen.data import (DATA_MODES, ROW_COLUMNS, DatasetMismatch, LocalSource, MemorySource, Slices,
+                           check_compatible, concat_records, decode_slices, paired_batches, plan_data_mode,
+                           pool_records, read_records)
 
 from .cli import add_train_arguments as add_arguments
+from .quiet import apply_ray_env, quiet_logs, quiet_worker, ray_log_dir, recapture, train_logging
 from .loop import Records, RunSettings, fit
 from .loop import _read_records as read_checkpoint_records
 from .tracking import (RunFinished, TrackingUnavailable, Tracker, check_tracking, code_version, default_tracking_uri,
@@ -47,9 +49,14 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class RaySession:
-    """Batches from this worker's Ray Data shards; checkpoints committed through ray.train.report."""
+    """Batches from this worker's Ray Data shards; checkpoints committed through ray.train.report.
 
-    def __init__(self) -> None:
+    data_mode "memory": the shards are read once into a MemorySource on this worker's device (a GPU when
+    training there) and every epoch is an index permutation; "streaming": each epoch re-runs the Ray Data
+    pipeline (its per-epoch shuffle) and every record batch is decoded as it arrives.
+    """
+
+    def __init__(self, settings: RunSettings) -> None:
         import ray.train
         import ray.train.torch
 
@@ -58,6 +65,10 @@ class RaySession:
         self.device = ray.train.torch.get_device()
         self.nodules = ray.train.get_dataset_shard("nodule")
         self.backgrounds = ray.train.get_dataset_shard("background")
+        cfg = settings.config
+        self.image_size, self.seed = cfg["data"]["image_size"], cfg["train"]["seed"]
+        self.mode, self.shuffle = settings.data_mode, settings.shuffle
+        self.memory: MemorySource | None = None
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         if self.world_size == 1:
@@ -65,12 +76,23 @@ class RaySession:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
-    def epoch_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[Records, Records]]:
-        def stream(shard):
-            return lambda _: shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True,
-                                                prefetch_batches=2)
+    def epoch_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[Slices, Slices]]:
+        if self.mode == "memory":
+            if self.memory is None:  # the shard crosses the Ray Data pipeline once per worker (and per restart)
+                whole = {kind: concat_records(shard.iter_batches(batch_size=4096, batch_format="numpy"))
+                         for kind, shard in (("nodule", self.nodules), ("background", self.backgrounds))}
+                self.memory = MemorySource(whole, self.image_size, batch_size, self.seed, self.shuffle,
+                                           rank=self.rank, device=self.device)
+            return self.memory.epoch(epoch)
 
-        return paired_batches(stream(self.nodules), stream(self.backgrounds), epoch)
+        def stream(shard, kind: str):
+            def batches(_):
+                for records in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True,
+                                                  prefetch_batches=2):
+                    yield decode_slices(records, self.image_size, masks=kind == "nodule")
+            return batches
+
+        return paired_batches(stream(self.nodules, "nodule"), stream(self.backgrounds, "background"), epoch)
 
     def latest_checkpoint(self) -> Path | None:
         import ray.train
@@ -107,7 +129,11 @@ PLACEMENT_GROUP_TAG = "radiogen.placement_group"
 
 
 def train_loop_per_worker(config: dict) -> None:
-    settings, session = RunSettings(**config), RaySession()
+    settings = RunSettings(**config)
+    quiet_worker()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)  # the worker's CPU reservation, not every core of the node
+    session = RaySession(settings)
     if session.rank == 0:
         import ray.util
 
@@ -126,9 +152,14 @@ def connect_ray(address: str | None, log_to_driver: bool = True) -> bool:
     log_to_driver=False the workers' output stays in Ray's log files (a sweep prints one line per event)."""
     import ray
 
+    recapture()
     joining = bool(address or os.environ.get("RAY_ADDRESS"))
     if not ray.is_initialized():
-        ray.init(address=address, dashboard_host="127.0.0.1", configure_logging=False, log_to_driver=log_to_driver)
+        env = apply_ray_env()
+        # A cluster radiogen starts gets the quiet environment for every worker; a joined cluster has the job's
+        # runtime_env (ray_jobs/runtime_env.yaml sets the same variables).
+        ray.init(address=address, dashboard_host="127.0.0.1", configure_logging=False, log_to_driver=log_to_driver,
+                 **({} if joining else {"runtime_env": {"env_vars": env}}))
     return joining
 
 
@@ -211,14 +242,16 @@ def run_ray(settings: RunSettings, args: argparse.Namespace, run_name: str, file
     from ray.train.torch import TorchTrainer
 
     rows = ray.data.read_parquet(files).select_columns([*ROW_COLUMNS, "split", "kind"])
+    streaming = settings.data_mode == "streaming"
 
     def train_part(kind: str) -> ray.data.Dataset:
-        # Materialised once; the shuffle after it is redone every epoch (a fresh order per epoch).
+        # Materialised once. Streaming: the shuffle after it is redone every epoch (a fresh order per epoch);
+        # memory: each worker reads its shard once, in order, and shuffles indices itself.
         wanted = (col("split") == "train") & (col("kind") == kind)
         part = rows.filter(expr=wanted).select_columns(list(ROW_COLUMNS)).materialize()
-        return part.random_shuffle() if shuffle else part
+        return part.random_shuffle() if shuffle and streaming else part
 
-    options = ExecutionOptions(preserve_order=not shuffle)
+    options = ExecutionOptions(preserve_order=not (shuffle and streaming))
     storage = storage or Path(args.runs_dir).resolve() / "ray"
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -227,7 +260,8 @@ def run_ray(settings: RunSettings, args: argparse.Namespace, run_name: str, file
                                      resources_per_worker={"CPU": cpus_per_worker}),
         run_config=RunConfig(name=run_name, storage_path=str(storage),
                              failure_config=FailureConfig(max_failures=args.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks,
+                             logging_config=train_logging()),
         datasets={"nodule": train_part("nodule"), "background": train_part("background")},
         dataset_config=DataConfig(execution_options=options),
     )
@@ -309,13 +343,19 @@ def read_inputs(data: Path, manifest: dict, image_size: int, val_size: int) -> T
     return TrainingInputs(data, manifest, matrix, validation, pool_records(data), schema.slice_files(data, manifest))
 
 
+def worker_threads(cpus_per_worker: float | None) -> int | None:
+    """torch intra-op threads of a Ray worker: its CPU reservation, at least 1 (None: --local, torch's default)."""
+    return max(1, math.floor(cpus_per_worker)) if cpus_per_worker is not None else None
+
+
 def run_params(cfg: ExperimentConfig, data: Path, mode: str, num_workers: int, gpu: bool,
-               cpus_per_worker: float | None) -> dict:
+               cpus_per_worker: float | None, data_mode: str = "memory") -> dict:
     """The MLflow params of a training run: the whole config, flattened, and how it ran."""
     params = flatten("", to_dict(cfg)) | {"run.mode": mode, "run.num_workers": num_workers, "run.data": str(data),
-                                          "run.gpu": gpu}
+                                          "run.gpu": gpu, "run.data_mode": data_mode}
     if cpus_per_worker is not None:
         params["run.cpus_per_worker"] = cpus_per_worker
+        params["run.torch_threads"] = worker_threads(cpus_per_worker)
     return params
 
 
@@ -324,21 +364,36 @@ def run_tags(cfg: ExperimentConfig, data: Path, mode: str) -> dict:
             "radiogen.code_version": code_version(), "radiogen.mode": mode}
 
 
+def progress_interval(max_steps: int, log_every: int, lines: int = 10) -> int:
+    """Steps between progress lines: about `lines` per run, on the metric records (multiples of log_every)."""
+    return max(1, round(max_steps / lines / log_every)) * log_every
+
+
 def make_settings(cfg: ExperimentConfig, inputs: TrainingInputs, uri: str, run_id: str, log_every: int,
                   val_every: int, checkpoint_every: int, data_timeout: float, fail_at_step: int | None = None,
-                  fail_marker: str | None = None) -> RunSettings:
+                  fail_marker: str | None = None, data_mode: str = "memory", cpus_per_worker: float | None = None,
+                  shuffle: bool = True, progress: bool = True) -> RunSettings:
     """Everything a worker needs for one training run of `cfg` into the open MLflow run `run_id`."""
     stats = schema.gene_stats(inputs.manifest, cfg.data.gene_norm)
+    threads = worker_threads(cpus_per_worker)
     return RunSettings(
         config=to_dict(cfg), tracking_uri=uri, run_id=run_id,
         genes={"subject_ids": inputs.matrix.subject_ids, "values": inputs.matrix.values, "stats": stats.to_dict(),
                "names": list(inputs.manifest["gene_names"])},
         pool=inputs.pool, validation=inputs.validation, log_every=log_every, val_every=val_every,
         checkpoint_every=checkpoint_every, data_timeout=data_timeout, fail_at_step=fail_at_step,
-        fail_marker=fail_marker)
+        fail_marker=fail_marker, data_mode=data_mode, threads=threads, shuffle=shuffle,
+        progress_every=progress_interval(cfg.train.max_steps, log_every) if progress else 0)
 
 
 def run(args: argparse.Namespace) -> int:
+    """`radiogen train`: what Ray, MLflow and Python warnings log on this driver goes to a file under --runs-dir."""
+    log_file = Path(args.runs_dir).resolve() / "logs" / f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    with quiet_logs(log_file):
+        return run_logged(args, log_file)
+
+
+def run_logged(args: argparse.Namespace, log_file: Path) -> int:
     try:
         overrides = list(args.overrides) + ([f"train.max_steps={args.max_steps}"] if args.max_steps else [])
         cfg: ExperimentConfig = load_config(args.config, overrides)
@@ -366,9 +421,10 @@ def run(args: argparse.Namespace) -> int:
         except ResourceMismatch as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+    data_mode = choose_data_mode(args, manifest)
 
     mode = "local" if args.local else "ray"
-    params = run_params(cfg, data, mode, 1 if args.local else args.num_workers, args.gpu, cpus_per_worker)
+    params = run_params(cfg, data, mode, 1 if args.local else args.num_workers, args.gpu, cpus_per_worker, data_mode)
     tags = run_tags(cfg, data, mode)
     artifact_root = runs_dir / "mlartifacts" if uri.startswith("sqlite:") else None
     with Sigterm() as stop:
@@ -382,7 +438,8 @@ def run(args: argparse.Namespace) -> int:
         # From here on the MLflow run exists: whatever ends this process closes it (FINISHED, FAILED or KILLED).
         status = "FAILED"
         try:
-            train(args, cfg, inputs, runs_dir, run_name, uri, run_id, cpus_per_worker)
+            print(f"logs: {log_file}" + ("" if args.local else f", Ray workers in {ray_log_dir()}"))
+            train(args, cfg, inputs, runs_dir, run_name, uri, run_id, cpus_per_worker, data_mode)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -413,17 +470,40 @@ def map_reference(data: Path, image_size: int) -> Records:
             "phenotype": cheap_phenotype_by_subject(images, masks, rows["subject_id"], subjects)}
 
 
+def available_memory() -> int | None:
+    """Bytes of host memory available on this node (None when unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:  # not Linux: the plan then goes by the per-worker budget alone
+        pass
+    return None
+
+
+def choose_data_mode(args: argparse.Namespace, manifest: dict) -> str:
+    """memory or streaming for this run (--local always reads into memory); prints the choice and why."""
+    if getattr(args, "local", False):
+        print("data: in memory (--local reads the training split with pyarrow once)")
+        return "memory"
+    mode, reason = plan_data_mode(args.data_mode, manifest, args.num_workers, available_memory())
+    print(f"data: {mode} ({reason})")
+    return mode
+
+
 def train(args: argparse.Namespace, cfg: ExperimentConfig, inputs: TrainingInputs, runs_dir: Path, run_name: str,
-          uri: str, run_id: str, cpus_per_worker: float | None) -> None:
+          uri: str, run_id: str, cpus_per_worker: float | None, data_mode: str = "memory") -> None:
     """The training itself, into the open MLflow run `run_id`."""
     settings = make_settings(
         cfg, inputs, uri, run_id, args.log_every, args.val_every, args.checkpoint_every, args.data_timeout,
-        args.fail_at_step, str(runs_dir / run_name / ".injected_failure") if args.fail_at_step else None)
+        args.fail_at_step, str(runs_dir / run_name / ".injected_failure") if args.fail_at_step else None,
+        data_mode=data_mode, cpus_per_worker=cpus_per_worker, shuffle=not args.no_shuffle)
     (runs_dir / run_name).mkdir(parents=True, exist_ok=True)
     print(f"run {run_name} (MLflow run {run_id}) tracking at {uri}")
     if args.local:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        source = LocalSource(inputs.data, "train", cfg.train.batch_size, cfg.train.seed, shuffle=not args.no_shuffle)
+        source = LocalSource(inputs.data, "train", cfg.train.batch_size, cfg.train.seed, shuffle=not args.no_shuffle,
+                             device=device)
         from .local import LocalSession
 
         fit(settings, LocalSession(source, runs_dir / run_name, device))

@@ -8,7 +8,8 @@ import torch
 
 from radiogen import schema
 from radiogen.config import DataConfig
-from radiogen.data import GeneLookup, LocalSource, MismatchPool, assemble_batch, pool_records, read_records
+from radiogen.data import (GeneLookup, LocalSource, MismatchPool, assemble_batch, decode_slices, pool_records,
+                           read_records)
 
 
 def lookup(data) -> GeneLookup:
@@ -44,15 +45,15 @@ def test_one_subject_batch_takes_mismatches_from_the_pool(prepared):
     backgrounds = read_records(prepared, "train", "background", 4)
     one = [i for i, s in enumerate(train["subject_id"]) if s == train["subject_id"][0]][:4]
     assert len(one) >= 2
-    nodules = {c: v[one] for c, v in train.items()}
-    bg = {c: v[: len(one)] for c, v in backgrounds.items()}
+    nodules = decode_slices({c: v[one] for c, v in train.items()}, 32)
+    bg = decode_slices({c: v[: len(one)] for c, v in backgrounds.items()}, 32, masks=False)
     g = torch.Generator().manual_seed(0)
     with pytest.raises(ValueError, match="at least two subjects"):
-        assemble_batch(nodules, bg, genes, 32, g)
+        assemble_batch(nodules, bg, genes, g)
     seed = pool_records(prepared)
     masks = torch.from_numpy(schema.decode_masks(seed["mask"], 32).astype(np.float32))[:, None]
     pool = MismatchPool(list(seed["subject_id"]), masks)
-    batch = assemble_batch(nodules, bg, genes, 32, g, pool)
+    batch = assemble_batch(nodules, bg, genes, g, pool)
     own = genes([train["subject_id"][0]])[0]
     assert not any(torch.equal(row, own) for row in batch.genes_mismatch)
     assert batch.mask_mismatch.shape == batch.mask.shape
@@ -74,11 +75,11 @@ def test_mismatch_pool_is_a_ring_of_recent_rows():
 def test_local_source_epochs(prepared):
     src = LocalSource(prepared, "train", batch_size=4, seed=0)
     n = src.rows("nodule")
-    e0 = [list(nod["subject_id"]) + [len(bg["subject_id"])] for nod, bg in src.epoch(0)]
-    e1 = [list(nod["subject_id"]) for nod, _ in src.epoch(1)]
+    e0 = [list(nod.subject_ids) + [len(bg)] for nod, bg in src.epoch(0)]
+    e1 = [list(nod.subject_ids) for nod, _ in src.epoch(1)]
     assert len(e0) == len(e1) == n // 4  # drop_last
     assert all(row[-1] == 4 for row in e0)  # every nodule batch gets a full background batch
     assert [r[:-1] for r in e0] != e1  # a fresh order every epoch
     fixed = LocalSource(prepared, "train", batch_size=4, seed=0, shuffle=False)
-    first = next(fixed.epoch(0))[0]["subject_id"]
+    first = next(fixed.epoch(0))[0].subject_ids
     assert list(first) == list(read_records(prepared, "train", "nodule")["subject_id"][:4])

@@ -136,11 +136,21 @@ def test_two_workers_with_default_flags_fit_the_cluster(prepared, mlflow_server,
     gcs = ray_cluster.get_runtime_context().gcs_address
     cmd = [sys.executable, "-m", "ray_jobs.train", *train_args(prepared, tmp_path, "--num-workers", "2",
                                                               "--address", gcs, name="ray-2w")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_DATA_", "RAY_TRAIN_", "MLFLOW_"))}
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"})
+                         env={**env, "MLFLOW_TRACKING_URI": mlflow_server})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "resources: 2 worker(s) x 0.5 CPU (sized automatically); cluster 2 CPUs, 0 GPUs; 1 CPU left for Ray Data" \
         in res.stdout
+    # Quiet by default: start-up lines, progress lines and a summary; Ray Data's and Ray Train's chatter in files.
+    output = res.stdout + res.stderr
+    assert "data: memory (" in output and "step 12/12: " in output and "trained steps 0 -> 12 in " in output
+    for chatter in ("Running Dataset", "Execution plan of Dataset", "logging_progress", "Reporting training result",
+                    "Requesting resources", "Downloading artifacts", "row/s]"):
+        assert chatter not in output, chatter
+    assert len(output.splitlines()) < 30, output
+    log_file = next(line.split()[1].rstrip(",") for line in res.stdout.splitlines() if line.startswith("logs: "))
+    assert Path(log_file).is_file()
     client, run = run_of(mlflow_server, "ray-2w")
     assert run.info.status == "FINISHED" and run.data.params["run.num_workers"] == "2"
     assert run.data.params["run.cpus_per_worker"] == "0.5"
@@ -159,22 +169,29 @@ def test_worker_failure_resumes_from_checkpoint_in_the_same_run(prepared, mlflow
     assert steps_of(client, run.info.run_id, "val/l1_background") == [6, 12, 18]
 
 
-def test_local_and_single_ray_worker_give_the_same_losses(prepared, mlflow_server, tmp_path):
-    """With file order (--no-shuffle) both paths see the same batches, the same seeds and the same step
-    function, so they must produce the same losses. With shuffling they differ only because Ray Data's
-    shuffle and the local numpy permutation draw different orders. A Ray worker with one CPU runs torch on
-    one thread, so the local run does too: a different thread count changes float summation order."""
+@pytest.mark.parametrize("data_mode,order", [("memory", "--shuffle"), ("streaming", "--no-shuffle")])
+def test_local_and_single_ray_worker_give_the_same_losses(prepared, mlflow_server, tmp_path, data_mode, order):
+    """Both paths see the same batches, the same seeds and the same step function, so they must produce the same
+    losses. In memory mode the Ray worker reads its shard once in file order and draws the same seeded index
+    permutation per epoch as --local, so this holds with shuffling too; streaming shuffles with Ray Data, so it is
+    compared in file order (--no-shuffle). A Ray worker with one CPU runs torch on one thread (its reservation), so
+    the local run does too: a different thread count changes float summation order."""
     import torch
 
+    shuffle = () if order == "--shuffle" else ("--no-shuffle",)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert train(prepared, tmp_path, mlflow_server, "--no-shuffle", "--local", name="same-local", steps=6) == 0
+        assert train(prepared, tmp_path, mlflow_server, *shuffle, "--local", name=f"same-local-{data_mode}",
+                     steps=6) == 0
     finally:
         torch.set_num_threads(threads)
-    assert train(prepared, tmp_path, mlflow_server, "--no-shuffle", "--num-workers", "1", name="same-ray", steps=6) == 0
-    client, local = run_of(mlflow_server, "same-local")
-    _, ray_run = run_of(mlflow_server, "same-ray")
+    assert train(prepared, tmp_path, mlflow_server, *shuffle, "--num-workers", "1", "--data-mode", data_mode,
+                 name=f"same-ray-{data_mode}", steps=6) == 0
+    client, local = run_of(mlflow_server, f"same-local-{data_mode}")
+    _, ray_run = run_of(mlflow_server, f"same-ray-{data_mode}")
+    assert ray_run.data.params["run.data_mode"] == data_mode and local.data.params["run.data_mode"] == "memory"
+    assert ray_run.data.params["run.torch_threads"] == "1"  # the worker's 1-CPU reservation
     for key in ("loss/D/total", "loss/G/total", "loss/G/l1"):
         a = [m.value for m in sorted(client.get_metric_history(local.info.run_id, key), key=lambda m: m.step)]
         b = [m.value for m in sorted(client.get_metric_history(ray_run.info.run_id, key), key=lambda m: m.step)]

@@ -1,0 +1,97 @@
+"""Quiet by default: radiogen's commands print one line per stage (and training progress lines); what Ray,
+Ray Data, Ray Train, Optuna and MLflow log goes to files the commands name.
+
+- Ray Data: no progress bars, its INFO lines only in ray-data.log (ray_data_logging.yaml), in the driver and,
+  through the job's runtime environment, in every worker.
+- Ray Train: its own INFO lines (resource requests, worker-group start, reports) only in its log files
+  (`train_logging()`, `quiet_worker()`), and prints of the training function reach the terminal once, unpatched.
+- MLflow in workers: warnings only, no artifact progress bars.
+- The driver's Python loggers of Ray, Optuna and MLflow, and Python warnings: into a log file (`quiet_logs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+RAY_DATA_LOGGING = Path(__file__).with_name("ray_data_logging.yaml")
+
+
+def ray_env() -> dict[str, str]:
+    """Environment of the driver and of every Ray worker of a local cluster radiogen starts (a user's own
+    settings of these variables win)."""
+    wanted = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_DATA_LOGGING_CONFIG": str(RAY_DATA_LOGGING),
+              "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "MLFLOW_LOGGING_LEVEL": "WARNING",
+              "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    return {k: os.environ.get(k, v) for k, v in wanted.items()}
+
+
+def apply_ray_env() -> dict[str, str]:
+    """Set `ray_env()` in this process (before Ray Data is imported) and return it for the runtime_env."""
+    env = ray_env()
+    os.environ.update(env)
+    return env
+
+
+def quiet_worker() -> None:
+    """In a Ray Train worker: INFO records of Ray's own loggers (e.g. one line per reported checkpoint) stay in the
+    worker's log files; the console (forwarded to the driver) gets warnings, errors and what the loop prints."""
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ == "PlainRayHandler":  # Ray Train's console handler on the worker's root logger
+            handler.setLevel(logging.WARNING)
+
+
+def train_logging():
+    """Ray Train's RunConfig logging: its INFO lines to its log files only, warnings to the console."""
+    from ray.train import LoggingConfig
+
+    return LoggingConfig(log_level="WARNING")
+
+
+QUIET_LOGGERS = ("ray", "optuna", "mlflow", "alembic", "py.warnings")
+_active: list[logging.Handler] = []
+
+
+def _capture(handler: logging.Handler) -> None:
+    for name in QUIET_LOGGERS:
+        log = logging.getLogger(name)
+        log.handlers, log.propagate = [handler], False
+
+
+@contextlib.contextmanager
+def quiet_logs(log_file: Path) -> Iterator[None]:
+    """Within: the log records of Ray, Optuna, MLflow and Python warnings go to `log_file`, not the terminal."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved = [(log.handlers, log.propagate) for log in map(logging.getLogger, QUIET_LOGGERS)]
+    _capture(handler)
+    _active.append(handler)
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        _active.remove(handler)
+        for log, (handlers, propagate) in zip(map(logging.getLogger, QUIET_LOGGERS), saved):
+            log.handlers, log.propagate = handlers, propagate
+        handler.close()
+
+
+def recapture() -> None:
+    """Importing Ray installs its own handler on the "ray" logger: call this after the import, within quiet_logs."""
+    if _active:
+        _capture(_active[-1])
+
+
+def ray_log_dir() -> str:
+    """The Ray session's log folder (workers' stdout/stderr, ray-data.log, Ray Train's logs)."""
+    try:
+        import ray._private.worker as worker
+
+        return worker._global_node.get_logs_dir_path()  # noqa: SLF001 - Ray has no public accessor
+    except Exception:  # noqa: BLE001
+        return "/tmp/ray/session_latest/logs on the head node"
