@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from .common import Context, Measure
+from .common import Context, Measure, markdown_table
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP_FILE = REPO / "ablations" / "sweep_lambda_code.yaml"
@@ -206,13 +206,6 @@ def run(ctx: Context) -> list[Measure]:
     return measure(ctx, *((QUICK_SPEC["trials"], 1) if ctx.quick else (6, 2)))
 
 
-def table(measures: list[Measure]) -> str:
-    fmt = lambda x: "" if x is None else f"{x:.3g}" if isinstance(x, float) else str(x)  # noqa: E731
-    rows = ["| measure | value | unit | ratio | reference | note |", "|---|---|---|---|---|---|"]
-    rows += [f"| {m.name} | {fmt(m.value)} | {m.unit} | {fmt(m.ratio)} | {m.reference} | {m.note} |" for m in measures]
-    return "\n".join(rows) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ray_jobs.bench.sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -226,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                   cohorts={"small32": Path(args.data).resolve()} if args.data else {})
     trials, concurrent = (QUICK_SPEC["trials"], 1) if args.quick else (6, 2)
     measures = measure(ctx, args.trials or trials, args.max_concurrent or concurrent)
-    print(table(measures))
+    print(markdown_table(measures))
     return 0
 
 
