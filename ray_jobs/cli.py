@@ -118,6 +118,15 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     return p
 
 
+def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from .bench.run import add_arguments  # argparse only at import
+
+    p = _command_parser(subparsers, "bench", "ray_jobs.bench.run", "benchmark every stage (prep, ingest, train, "
+                        "sweep, GPU) against its ceiling: JSON + a markdown table of ratios")
+    add_arguments(p)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     from data_prep.cli import add_cohort_parser, add_prep_parser
     from radiogen.cli import register_cli as register_core
@@ -130,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub).set_defaults(handler="ray_jobs.train:run")
     add_eval_parser(sub).set_defaults(handler="ray_jobs.eval:run")
     add_sweep_parser(sub).set_defaults(handler="ray_jobs.sweep:run")
+    add_bench_parser(sub).set_defaults(handler="ray_jobs.bench.run:run")
     register_core(sub)
     return parser
 

@@ -68,3 +68,33 @@ def machine() -> dict:
     except ImportError:  # pragma: no cover
         pass
     return info
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "not measured"
+    text = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return f"{text} {unit}".strip()
+
+
+def markdown_table(measures: list[Measure]) -> str:
+    """One row per measure: what, the absolute figure, its reference, the ratio, the target and whether it is met."""
+    met = {True: "yes", False: "**no**", None: ""}
+    lines = ["| stage | measure | value | ratio | against | target | met | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in measures:
+        ratio = "" if m.ratio is None else f"{m.ratio:.2f}x"
+        lines.append(f"| {m.stage} | {m.name} | {fmt(m.value, m.unit)} | {ratio} | {m.reference} | {m.target} | "
+                     f"{met[m.met]} | {m.note} |")
+    return "\n".join(lines)
+
+
+def ratio_measure(stage: str, name: str, value: float | None, unit: str, reference: float | None, ref_name: str,
+                  target: float | None = None, higher_is_better: bool = True, note: str = "") -> Measure:
+    """A Measure of `value` against `reference` (same unit) with an optional target on the ratio."""
+    ratio = value / reference if value is not None and reference else None
+    met = None
+    if target is not None and ratio is not None:
+        met = ratio >= target if higher_is_better else ratio < target
+    return Measure(stage, name, value, unit, ratio, f"{ref_name} ({fmt(reference, unit)})",
+                   "" if target is None else f"{'>=' if higher_is_better else '<'} {target:g}x", met, note)
