@@ -40,10 +40,17 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_cost(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .cost import format_cost, measure
+    from .cost import format_cost, measure, mfu, mfu_precision
 
     cfg = load_config(args.config, args.overrides)
-    print(format_cost(cfg.name, measure(cfg)))
+    cost = measure(cfg)
+    print(format_cost(cfg.name, cost))
+    if args.images_per_s is not None:
+        precision = mfu_precision(cfg, "cuda")
+        util = mfu(cost.flops_per_sample, args.images_per_s, args.gpu, precision)
+        achieved = f"{cost.flops_per_sample * args.images_per_s / 1e12:.2f} TFLOP/s achieved at {args.images_per_s:g} images/s"
+        print(f"MFU on {args.gpu}: {achieved}, " + (f"{100 * util:.1f}% of the dense {precision} peak" if util is not None
+                                                     else f"no {precision} peak known for this device"))
     return 0
 
 
@@ -90,8 +97,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     _config_args(p)
     p.set_defaults(handler="radiogen.cli:cmd_config")
 
-    p = subparsers.add_parser("cost", help="parameter counts and FLOPs per training step of a config")
+    p = subparsers.add_parser("cost", help="parameter counts and FLOPs per training step of a config (and MFU)")
     _config_args(p)
+    p.add_argument("--images-per-s", type=float, default=None,
+                   help="training throughput measured on a GPU (e.g. perf/images_per_s): also print the MFU")
+    p.add_argument("--gpu", default="NVIDIA H100 80GB HBM3",
+                   help="the GPU's name as torch.cuda.get_device_name() gives it (default: an H100 SXM)")
     p.set_defaults(handler="radiogen.cli:cmd_cost")
 
     p = subparsers.add_parser("overfit", help="sanity training on one fixed toy batch (no dataset needed)")

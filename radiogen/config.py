@@ -224,6 +224,12 @@ class OptimConfig:
     """Adam beta2."""
     grad_clip: float = 0.0
     """Clip each model's gradient norm to this value; 0 = no clipping (norms are still reported)."""
+    adam: Literal["fused", "foreach", "for-loop"] = "fused"
+    """Implementation of Adam's update (same maths, different kernels). fused: one fused kernel per parameter
+    group (torch's fused=True; CUDA and CPU, where it matches the others to float rounding); foreach: multi-tensor
+    kernels (what torch picks by default on CUDA, so the research loop's; ablations/reference.yaml); for-loop: one
+    parameter at a time (torch's CPU default). A checkpoint's optimiser state loads into any of them: the
+    optimiser keeps the implementation it was built with."""
 
     def __post_init__(self) -> None:
         for name in ("lr_G", "lr_D"):
@@ -235,7 +241,13 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training loop."""
+    """The training loop.
+
+    The GPU fast path is precision auto (bf16 autocast on CUDA), channels_last, optim.adam fused, cudnn_benchmark
+    and optionally compile, at a batch that fills the device; ablations/reference.yaml reproduces the research
+    loop's settings (fp32, eager, batch 16, contiguous memory, foreach Adam, no cuDNN autotuning) to compare
+    against (`radiogen bench`, stage gpu).
+    """
 
     batch_size: int = 16
     """Samples per step per worker (paper: 16 per GPU)."""
@@ -251,6 +263,16 @@ class TrainConfig:
     """auto: bf16 autocast on CUDA, fp32 elsewhere; fp32; bf16: autocast to bfloat16 on any device."""
     channels_last: bool = False
     """Run both networks in channels_last memory format (faster convolutions on recent GPUs)."""
+    compile: Literal["off", "default", "max-autotune"] = "off"
+    """torch.compile of G's and D's forward (and, through AOTAutograd, their backward), applied in place with
+    nn.Module.compile() before any DDP wrapping, as torch documents for DDP; checkpoints keep the plain
+    state_dict keys. default: inductor's default mode; max-autotune: its autotuned kernels without CUDA graphs
+    ("max-autotune-no-cudagraphs": D runs three times per step with earlier outputs still awaiting backward);
+    off: eager (the research loop's). The first steps pay the compilation (about a minute or more)."""
+    cudnn_benchmark: bool = True
+    """Let cuDNN time its convolution algorithms on the first step of each input shape and keep the fastest
+    (torch.backends.cudnn.benchmark, a process-wide switch set by build_training; shapes are fixed here).
+    False = cuDNN's heuristic choice, the research loop's setting. No effect without cuDNN."""
     augment: Literal["off", "diffaugment", "translation"] = "off"
     """diffaugment: DiffAugment (Zhao et al. 2020) on every D input, real and fake, in the D and the G step:
     a random translation (up to 1/8 of the side, edge padding) and a cutout (half the side, set to 0),

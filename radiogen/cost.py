@@ -1,7 +1,8 @@
-"""Parameter counts per component and FLOPs of one training step, measured with torch's FLOP counter."""
+"""Parameter counts per component, FLOPs of one training step (torch's FLOP counter) and model FLOP utilisation."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -9,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .config import ExperimentConfig
 from .toy import toy_batch
-from .train_step import build_training, train_step
+from .train_step import autocast_dtype, build_training, train_step
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,12 @@ def count_params(module: torch.nn.Module) -> int:
 
 
 def measure(cfg: ExperimentConfig, sample_batch: int = 2) -> Cost:
-    """Count FLOPs on a small batch (every op here is linear in batch size) and scale per sample."""
+    """Count FLOPs on a small batch (every op here is linear in batch size) and scale per sample.
+
+    Counted eager (the counter sees no ops inside compiled graphs); compilation changes kernels, not FLOPs.
+    """
     torch.manual_seed(cfg.train.seed)
-    state = build_training(cfg, "cpu")
+    state = build_training(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile="off")), "cpu")
     params = {f"G.{name}": count_params(child) for name, child in state.G.named_children()}
     params["G"] = count_params(state.G)
     params |= {f"D.{name}": count_params(child) for name, child in state.D.named_children()}
@@ -49,3 +53,39 @@ def format_cost(name: str, cost: Cost) -> str:
              f"{cost.flops_per_step / 1e9:.2f} GFLOP per step at batch {cost.batch_size}"]
     lines += [f"  {k:<22} {v:>12,d}" for k, v in cost.params.items() if k not in ("G", "D")]
     return "\n".join(lines)
+
+
+# Dense (no structured sparsity) peak throughput in TFLOP/s from NVIDIA's data sheets, by a substring of
+# torch.cuda.get_device_name(); the more specific names first. tf32 is the tensor-core peak cuDNN uses for
+# fp32 convolutions while torch.backends.cudnn.allow_tf32 is on (torch's default); fp32 the CUDA-core peak.
+PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "H100 NVL": {}, "H200 NVL": {},  # lower clocks than SXM: no figure here rather than the SXM one
+    "H100 PCIe": {"bf16": 756.0, "tf32": 378.0, "fp32": 51.2},
+    "H100": {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9},  # SXM5 (get_device_name: "NVIDIA H100 80GB HBM3")
+    "H200": {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9},  # SXM; the same compute as the H100 SXM
+    "A100": {"bf16": 312.0, "tf32": 156.0, "fp32": 19.5},
+}
+
+
+def peak_flops(device_name: str | None, precision: str) -> float | None:
+    """Dense peak FLOP/s of a GPU named like torch.cuda.get_device_name() at `precision` (bf16, tf32, fp32);
+    None for a CPU, an unknown device or precision (no figure is better than a guessed one)."""
+    for key, peaks in PEAK_TFLOPS.items():
+        if device_name and key.lower() in device_name.lower():
+            return peaks[precision] * 1e12 if precision in peaks else None
+    return None
+
+
+def mfu(flops_per_step: float, steps_per_s: float, device_name: str | None, precision: str) -> float | None:
+    """Model FLOP utilisation: achieved FLOP/s (FLOPs of one step, from `measure`, times steps/s) over the
+    device's dense peak at `precision`; a fraction in [0, 1], None where the peak is unknown."""
+    peak = peak_flops(device_name, precision)
+    return None if peak is None else flops_per_step * steps_per_s / peak
+
+
+def mfu_precision(cfg: ExperimentConfig, device: torch.device | str) -> str:
+    """The peak a training step of `cfg` on `device` is held against: bf16 under bf16 autocast; for fp32,
+    tf32 while cuDNN may use TF32 for convolutions (torch's default; they carry nearly all FLOPs), else fp32."""
+    if autocast_dtype(cfg.train.precision, torch.device(device)) == torch.bfloat16:
+        return "bf16"
+    return "tf32" if torch.backends.cudnn.allow_tf32 else "fp32"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .batch import Batch
-from .config import ExperimentConfig
+from .config import ExperimentConfig, OptimConfig
 from .losses import GANLoss
 from .models import GeneratorOutput, build_discriminator, build_generator
 
@@ -64,8 +64,8 @@ def ema_decay_at(decay: float, step: int) -> float:
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model for parameters. Buffers are left alone: BatchNorm
     statistics of the live G do not fit the averaged weights; `refresh_ema_bn` recomputes them."""
-    for p_ema, p in zip(ema.parameters(), model.parameters()):
-        p_ema.lerp_(p.detach(), 1 - decay)
+    # One multi-tensor kernel instead of one launch per parameter (G has ~100 tensors).
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
 
 
 @contextlib.contextmanager
@@ -126,18 +126,56 @@ def autocast(state: TrainState) -> contextlib.AbstractContextManager:
     return torch.autocast(state.device.type, dtype=dtype)
 
 
+ADAM_KERNELS = ("fused", "foreach", "capturable")
+"""Adam's param-group flags that pick an implementation, not the maths."""
+
+
+def _keep_kernels(opt: torch.optim.Optimizer, saved: dict) -> dict:
+    """load_state_dict pre-hook: keep this optimiser's implementation flags instead of the saved ones.
+
+    torch.optim restores param groups wholesale, so a foreach checkpoint would silently turn a fused optimiser
+    into a foreach one (and the reverse); with the flags replaced before loading, torch also places `step`
+    where this implementation reads it (on the device for fused, on the CPU otherwise).
+    """
+    if len(saved["param_groups"]) != len(opt.param_groups):
+        return saved  # load_state_dict reports the mismatch
+    groups = [{**g, **{k: own[k] for k in ADAM_KERNELS if k in own}}
+              for g, own in zip(saved["param_groups"], opt.param_groups)]
+    return {**saved, "param_groups": groups}
+
+
+def make_adam(params, lr: float, cfg: OptimConfig) -> torch.optim.Adam:
+    """Adam with the kernels of `cfg.adam` (fused, foreach or for-loop); its state loads from any of them."""
+    kernels = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[cfg.adam]
+    opt = torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), **kernels)
+    opt.register_load_state_dict_pre_hook(_keep_kernels)
+    return opt
+
+
+COMPILE_MODES = {"default": None, "max-autotune": "max-autotune-no-cudagraphs"}
+"""train.compile -> torch.compile mode."""
+
+
 def build_training(cfg: ExperimentConfig, device: torch.device | str = "cpu") -> TrainState:
-    """Models, EMA copy, optimisers and loss for `cfg`, on `device` (seed the RNG before calling)."""
+    """Models, EMA copy, optimisers and loss for `cfg`, on `device` (seed the RNG before calling).
+
+    With train.compile on, G and D are compiled in place (nn.Module.compile), so a DDP wrapper added
+    afterwards (the order torch documents), `unwrap` and state_dict keys all see the plain modules.
+    """
     device = torch.device(device)
-    memory = torch.channels_last if cfg.train.channels_last else torch.preserve_format
+    t = cfg.train
+    torch.backends.cudnn.benchmark = t.cudnn_benchmark  # process-wide; read only by cuDNN convolutions
+    memory = torch.channels_last if t.channels_last else torch.preserve_format
     G = build_generator(cfg).to(device, memory_format=memory)
     D = build_discriminator(cfg).to(device, memory_format=memory)
-    G_ema = copy.deepcopy(G).eval()
+    G_ema = copy.deepcopy(G).eval()  # before compiling: G_ema stays eager (used a few times per validation)
     requires_grad(G_ema, False)
-    o = cfg.optim
-    opt_G = torch.optim.Adam(G.parameters(), lr=o.lr_G, betas=(o.beta1, o.beta2))
-    opt_D = torch.optim.Adam(D.parameters(), lr=o.lr_D, betas=(o.beta1, o.beta2))
-    loss = GANLoss(cfg.loss, augment=cfg.train.augment)
+    if t.compile != "off":
+        G.compile(mode=COMPILE_MODES[t.compile])
+        D.compile(mode=COMPILE_MODES[t.compile])
+    opt_G = make_adam(G.parameters(), cfg.optim.lr_G, cfg.optim)
+    opt_D = make_adam(D.parameters(), cfg.optim.lr_D, cfg.optim)
+    loss = GANLoss(cfg.loss, augment=t.augment)
     return TrainState(cfg, G, D, G_ema, opt_G, opt_D, loss, device)
 
 
