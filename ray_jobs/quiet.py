@@ -14,26 +14,44 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 RAY_DATA_LOGGING = Path(__file__).with_name("ray_data_logging.yaml")
 
 
-def ray_env() -> dict[str, str]:
-    """Environment of the driver and of every Ray worker of a local cluster radiogen starts (a user's own
-    settings of these variables win)."""
-    wanted = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_DATA_LOGGING_CONFIG": str(RAY_DATA_LOGGING),
-              "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "MLFLOW_LOGGING_LEVEL": "WARNING",
-              "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+def ray_env(local_files: bool = True) -> dict[str, str]:
+    """Environment of the driver and of the Ray workers of its job (a user's own settings of these variables win).
+    `local_files=False` leaves out the Ray Data logging file, whose path only this machine is known to have."""
+    wanted = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+              "MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    if local_files:
+        wanted["RAY_DATA_LOGGING_CONFIG"] = str(RAY_DATA_LOGGING)
     return {k: os.environ.get(k, v) for k, v in wanted.items()}
 
 
-def apply_ray_env() -> dict[str, str]:
-    """Set `ray_env()` in this process (before Ray Data is imported) and return it for the runtime_env."""
-    env = ray_env()
+def on_this_host(address: str | None) -> bool:
+    """Whether a Ray address (None: a cluster started here) names this machine, whose files its workers then see."""
+    if not address:
+        return True
+    host = address.split("://")[-1].rsplit(":", 1)[0]
+    try:
+        from ray._private.services import get_node_ip_address
+
+        mine = {"127.0.0.1", "localhost", socket.gethostname(), get_node_ip_address()}
+    except Exception:  # noqa: BLE001
+        mine = {"127.0.0.1", "localhost", socket.gethostname()}
+    return host in mine
+
+
+def apply_ray_env(address: str | None = None) -> dict[str, str] | None:
+    """Set the quiet environment in this process (before Ray Data is imported); return it as the job's
+    runtime_env env_vars, or None inside a submitted job that has them already (ray_jobs/runtime_env.yaml)."""
+    configured = all(k in os.environ for k in ray_env(local_files=False))
+    env = ray_env(local_files=on_this_host(address))
     os.environ.update(env)
-    return env
+    return None if configured else env
 
 
 def quiet_worker() -> None:

@@ -155,11 +155,11 @@ def connect_ray(address: str | None, log_to_driver: bool = True) -> bool:
     recapture()
     joining = bool(address or os.environ.get("RAY_ADDRESS"))
     if not ray.is_initialized():
-        env = apply_ray_env()
-        # A cluster radiogen starts gets the quiet environment for every worker; a joined cluster has the job's
-        # runtime_env (ray_jobs/runtime_env.yaml sets the same variables).
+        # The job's workers get the quiet environment (ray_jobs/quiet.py); a submitted job has it from
+        # ray_jobs/runtime_env.yaml already.
+        env = apply_ray_env(address or os.environ.get("RAY_ADDRESS"))
         ray.init(address=address, dashboard_host="127.0.0.1", configure_logging=False, log_to_driver=log_to_driver,
-                 **({} if joining else {"runtime_env": {"env_vars": env}}))
+                 **({} if env is None else {"runtime_env": {"env_vars": env}}))
     return joining
 
 
