@@ -17,6 +17,7 @@ COHORT_FORMATS: tuple[str, ...] = ("nifti", "tcia")  # data_prep.cohort.FORMATS
 COHORT_DEFAULT_GENES = 500  # data_prep.cohort.DEFAULT_GENES
 COHORT_DEFAULT_NA_FRACTION = 0.05  # data_prep.cohort.DEFAULT_NA_FRACTION
 GENE_ORIENTATIONS: tuple[str, ...] = ("genes-x-samples", "samples-x-genes")  # data_prep.gene_table.ORIENTATIONS
+USE_RAY: tuple[str, ...] = ("auto", "always")  # data_prep.prep.USE_RAY
 
 
 def add_cohort_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -84,9 +85,14 @@ def add_prep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                    help="train,val,test (default 0.7,0.15,0.15)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of background sampling (default 0)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="CPUs of the local Ray cluster prep starts (default: all); 0 = run in this process "
-                        "without Ray (debugging)")
+                   help="CPUs prep uses: of the local Ray cluster it starts, or SimpleITK threads when it runs "
+                        "subjects in this process (default: all); 0 = in this process without Ray (debugging)")
     p.add_argument("--address", default=None, help="connect to this Ray cluster instead (or set RAY_ADDRESS)")
+    p.add_argument("--ray", dest="use_ray", choices=USE_RAY, default="auto",
+                   help="auto (default): Ray tasks on the cluster of --address / RAY_ADDRESS; without one, "
+                        "subjects run in this process, timed, until the rest are expected to save more than a "
+                        "local cluster's start-up (the choice is printed); always: Ray tasks from the start. "
+                        "Unchanged subjects are never sent to Ray")
     p.add_argument("--cache", type=Path, default=None,
                    help="per-subject result cache (default: .<out name>.prep-cache next to --out)")
     return p

@@ -1,11 +1,11 @@
 """`radiogen prep`: raw CT + nodule masks + gene table -> parquet slices + manifest (DESIGN §4).
 
-Per subject (a Ray task each, in isolation): fingerprint the input files; read the CT with
-SimpleITK and the mask (file on the CT grid, or DICOM SEG placed by position); one voi_mm VOI per
-connected nodule with every plane that shows it; lungs segmented, nodules removed, bg_vois
-background VOI centres 5-25 mm inside the lung boundary, bg_slices random nodule-free planes per
-VOI; HU window to [-1, 1]. A subject whose input is bad fails with a one-line reason recorded in
-the manifest; the others go on.
+Per subject (a Ray task each, or in this process where Ray would not pay off; see `run_subjects`):
+read the CT with SimpleITK and the mask (file on the CT grid, or DICOM SEG placed by position); one
+voi_mm VOI per connected nodule with every plane that shows it; lungs segmented, nodules removed,
+bg_vois background VOI centres 5-25 mm inside the lung boundary, bg_slices random nodule-free
+planes per VOI; HU window to [-1, 1]. A subject whose input is bad fails with a one-line reason
+recorded in the manifest; the others go on.
 
 On the driver: match imaging subjects with gene-table subjects, split by subject (a seeded hash of
 each id, so adding or removing subjects never moves another; see `assign_splits`), apply the NA
@@ -16,16 +16,19 @@ previous complete dataset (or none), never a partial one. Subject warnings are p
 per kind; the details are in the manifest.
 
 Resume: each subject's result is cached under a key made of its input files' SHA-256 and the
-parameters that shape slices; a re-run re-processes only subjects whose key changed.
+parameters that shape slices. The driver hashes every subject's files first; a re-run re-processes
+only subjects whose key changed, and when none did it neither imports nor starts Ray.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 import traceback
@@ -194,34 +197,43 @@ def _slices(inputs: SubjectInputs, params: PrepParams, timings: dict[str, float]
     return pa.table(columns, schema=subject_schema), info
 
 
-def process_subject(inputs: SubjectInputs, params: PrepParams, cached_key: str | None = None,
+def fingerprint(inputs: SubjectInputs) -> dict[str, str]:
+    """{path: SHA-256} of every input file of one subject; SubjectError names an unreadable one."""
+    from radiogen.schema import sha256_file
+
+    hashes = {}
+    for f in inputs.files:
+        try:
+            hashes[f] = sha256_file(f)
+        except OSError as err:
+            raise SubjectError(f"cannot read input file {f}: {err.strerror}") from None
+    return hashes
+
+
+def _result(subject_id: str, **fields: Any) -> dict[str, Any]:
+    return {"subject_id": subject_id, "key": None, "inputs": {}, "cached": False, "status": "failed", "reason": "",
+            "deterministic": True, "table": None, "info": {}, "timings": {}, **fields}
+
+
+def process_subject(inputs: SubjectInputs, params: PrepParams, hashes: dict[str, str] | None = None,
                     threads: int = 0) -> dict[str, Any]:
-    """Fingerprint one subject's inputs; unless they match `cached_key`, make its slices.
+    """Make one subject's slices.
 
     Returns {"subject_id", "key", "inputs", "cached", "status", "reason", "deterministic", "table",
     "info", "timings"}; never raises for bad input (status "failed" with a one-line reason).
-    threads: SimpleITK threads (0 = its default, all cores)."""
+    hashes: the inputs' `fingerprint` when the caller has it (None = hash them here).
+    threads: SimpleITK threads (0 = leave its setting alone)."""
     import SimpleITK as sitk
-
-    from radiogen import schema
 
     if threads:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-    out: dict[str, Any] = {"subject_id": inputs.subject_id, "key": None, "inputs": {}, "cached": False,
-                           "status": "failed", "reason": "", "deterministic": True, "table": None, "info": {},
-                           "timings": {}}
+    out = _result(inputs.subject_id)
     t = time.perf_counter()
     try:
-        for f in inputs.files:
-            try:
-                out["inputs"][f] = schema.sha256_file(f)
-            except OSError as err:
-                raise SubjectError(f"cannot read input file {f}: {err.strerror}") from None
+        out["inputs"] = fingerprint(inputs) if hashes is None else hashes
         out["key"] = subject_key(out["inputs"], params)
-        out["timings"]["fingerprint"] = time.perf_counter() - t
-        if cached_key is not None and out["key"] == cached_key:
-            out["cached"] = True
-            return out
+        if hashes is None:
+            out["timings"]["fingerprint"] = time.perf_counter() - t
         if inputs.error:
             raise SubjectError(inputs.error)
         out["table"], out["info"] = _slices(inputs, params, out["timings"])
@@ -236,48 +248,178 @@ def process_subject(inputs: SubjectInputs, params: PrepParams, cached_key: str |
 
 
 # ---------------------------------------------------------------------------------------------
-# Running subjects: Ray tasks (default) or in-process
+# Which subjects to compute (on the driver, without Ray), and where: in this process or Ray tasks
 
 
-def _run_subjects(cases: list[SubjectInputs], params: PrepParams, cached: dict[str, str], workers: int,
-                  address: str | None) -> Iterator[dict[str, Any]]:
+def fingerprint_all(cases: list[SubjectInputs], params: PrepParams, cached: dict[str, str]
+                    ) -> tuple[list[dict[str, Any]], list[tuple[SubjectInputs, dict[str, str]]]]:
+    """Hash every subject's inputs (threads: hashlib releases the GIL) and compare with the cache.
+
+    Returns (results that need no processing: unchanged subjects, marked "cached", and subjects
+    whose files cannot be read; [(inputs, hashes)] of the subjects to compute)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(case: SubjectInputs) -> tuple[dict[str, str] | None, str, float]:
+        t = time.perf_counter()
+        try:
+            return fingerprint(case), "", time.perf_counter() - t
+        except SubjectError as err:
+            return None, str(err), time.perf_counter() - t
+
+    done: list[dict[str, Any]] = []
+    todo: list[tuple[SubjectInputs, dict[str, str]]] = []
+    with ThreadPoolExecutor(max_workers=max(1, min(len(cases), os.cpu_count() or 1))) as pool:
+        for case, (hashes, error, seconds) in zip(cases, pool.map(one, cases)):
+            if hashes is None:
+                done.append(_result(case.subject_id, reason=error, timings={"fingerprint": seconds}))
+                continue
+            key = subject_key(hashes, params)
+            if cached.get(case.subject_id) == key:
+                done.append(_result(case.subject_id, key=key, inputs=hashes, cached=True))
+            else:
+                todo.append((case, hashes))
+    return done, todo
+
+
+USE_RAY = ("auto", "always")
+"""Values of --ray (PrepOptions.use_ray); see `run_subjects`."""
+
+RAY_START_S = 10.0
+"""What starting a local Ray cluster and its first workers is taken to cost. Without a cluster to
+connect to, prep starts one only when the subjects left are expected to save more than this.
+Measured on a 2-core machine: 5-10 s idle, several times that when busy; erring toward this process
+costs a large cohort at most this much, erring toward Ray can cost a small one more than its run."""
+
+
+@dataclass
+class Executor:
+    """Where a run's subjects were computed and why (manifest.json "executor")."""
+
+    on: str = "none"
+    """"none" (nothing to compute), "process" (this process), "ray" or "process+ray" (the first subjects
+    in this process, the rest as Ray tasks)."""
+    reason: str = ""
+
+
+def _cluster_address(address: str | None) -> str | None:
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def _ray_running() -> bool:
+    ray = sys.modules.get("ray")  # never import Ray just to ask
+    return ray is not None and ray.is_initialized()
+
+
+def _in_process(todo: list[tuple[SubjectInputs, dict[str, str]]], params: PrepParams, threads: int,
+                bar) -> Iterator[dict[str, Any]]:
+    """Subjects one after another in this process; SimpleITK's thread setting is restored after."""
+    import SimpleITK as sitk
+
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    try:
+        for case, hashes in todo:
+            result = process_subject(case, params, hashes, threads)
+            bar.update()
+            yield result
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+
+
+def _ray_tasks(todo: list[tuple[SubjectInputs, dict[str, str]]], params: PrepParams, workers: int,
+               address: str | None, bar) -> Iterator[dict[str, Any]]:
+    """One Ray task per subject on the cluster at `address`, this process's cluster, or a local one
+    of `workers` CPUs started here (and shut down after)."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        started = True
+    try:
+        task = ray.remote(num_cpus=1)(process_subject)
+        pending = {task.remote(c, params, hashes, 1): c for c, hashes in todo}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            case = pending.pop(done[0])
+            try:
+                result = ray.get(done[0])
+            except Exception as err:  # worker died (out of memory, killed): record, go on
+                result = _result(case.subject_id, deterministic=False,
+                                 reason=f"worker failed: {type(err).__name__}: "
+                                        f"{str(err).splitlines()[0] if str(err) else ''}")
+            bar.update()
+            yield result
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_subjects(todo: list[tuple[SubjectInputs, dict[str, str]]], params: PrepParams, workers: int,
+                 address: str | None, use_ray: str, executor: Executor) -> Iterator[dict[str, Any]]:
+    """Compute `todo`, choosing where (recorded in `executor` and printed):
+
+    - nothing to compute: no Ray (not even imported);
+    - --workers 0: this process;
+    - a cluster to connect to (--address, RAY_ADDRESS, or Ray already started in this process): Ray
+      tasks there, connected once for the whole run;
+    - --ray always: Ray tasks on a local cluster of `workers` CPUs;
+    - otherwise (--ray auto): this process when one subject or one worker leaves nothing to run in
+      parallel; else this process until the subjects left are expected to save more than a local
+      cluster's start-up (RAY_START_S) on `workers` CPUs, then that cluster."""
+    n = len(todo)
+    address = _cluster_address(address)
+    if not todo:
+        executor.on, executor.reason = "none", "every subject unchanged since it was cached"
+        return
     from tqdm import tqdm
 
-    bar = tqdm(total=len(cases), desc="prep", unit="subject", disable=None)
+    if workers == 0:
+        executor.on, executor.reason = "process", "--workers 0"
+    elif address or _ray_running():
+        executor.on, executor.reason = "ray", f"the Ray cluster at {address}" if address else "this process's Ray"
+    elif use_ray == "always":
+        executor.on, executor.reason = "ray", f"--ray always: a local cluster of {workers} CPUs"
+    elif n == 1 or workers == 1:
+        executor.on = "process"
+        executor.reason = ("1 subject to compute" if n == 1 else "--workers 1") + ": nothing to run in parallel"
+    else:
+        executor.on = "auto"
+    bar = tqdm(total=n, desc="prep", unit="subject", disable=None)
     try:
-        if workers == 0:
-            for case in cases:
-                yield process_subject(case, params, cached.get(case.subject_id))
-                bar.update()
-            return
-        import ray
-
-        started = False
-        if not ray.is_initialized():
-            address = address or os.environ.get("RAY_ADDRESS")
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-            started = True
-        try:
-            task = ray.remote(num_cpus=1)(process_subject)
-            pending = {task.remote(c, params, cached.get(c.subject_id), 1): c for c in cases}
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                case = pending.pop(done[0])
-                try:
-                    result = ray.get(done[0])
-                except Exception as err:  # worker died (out of memory, killed): record, go on
-                    result = {"subject_id": case.subject_id, "key": None, "inputs": {}, "cached": False,
-                              "status": "failed", "deterministic": False, "table": None, "info": {},
-                              "timings": {}, "reason": f"worker failed: {type(err).__name__}: "
-                                                       f"{str(err).splitlines()[0] if str(err) else ''}"}
+        if executor.on != "auto":
+            print(f"prep: {n} subject{'s' if n > 1 else ''} to compute in "
+                  f"{'this process' if executor.on == 'process' else 'Ray tasks'} ({executor.reason})", flush=True)
+        else:
+            # Here until the subjects left, at the median compute time so far, would save more on
+            # `workers` Ray workers than a local cluster's start-up costs.
+            seconds: list[float] = []
+            saving = 0.0
+            for result in _in_process(todo, params, workers, bar):
+                seconds.append(sum(result["timings"].values()))
                 yield result
-                bar.update()
-        finally:
-            if started:
-                ray.shutdown()
+                saving = (n - len(seconds)) * statistics.median(seconds) * (1 - 1 / workers)
+                if saving > RAY_START_S:
+                    break
+            each = f"{n} subjects to compute, {statistics.median(seconds):.2f} s each here"
+            if saving > RAY_START_S:
+                executor.on = "process+ray"
+                executor.reason = (f"{each}: {workers} Ray workers are expected to save {saving:.1f} s on the "
+                                   f"other {n - len(seconds)}, more than starting Ray (~{RAY_START_S:g} s)")
+                print(f"prep: {executor.reason}; starting a local Ray cluster", flush=True)
+                todo = todo[len(seconds):]
+            else:
+                executor.on = "process"
+                executor.reason = (f"{each}: {workers} Ray workers would not have saved their start-up "
+                                   f"(~{RAY_START_S:g} s); --ray always to use Ray")
+                print(f"prep: {executor.reason}", flush=True)
+                return
+        if executor.on.endswith("ray"):
+            yield from _ray_tasks(todo, params, workers, address, bar)
+        else:
+            yield from _in_process(todo, params, workers, bar)
     finally:
         bar.close()
 
@@ -352,6 +494,8 @@ class PrepOptions:
     workers: int = 2
     address: str | None = None
     cache: Path | None = None
+    use_ray: str = "auto"
+    """One of USE_RAY."""
 
 
 class PrepError(RuntimeError):
@@ -464,6 +608,8 @@ def run_prep(opts: PrepOptions) -> dict:
     from data_prep import readers
 
     start = time.perf_counter()
+    if opts.use_ray not in USE_RAY:
+        raise PrepError(f"use_ray must be one of {', '.join(USE_RAY)}, got {opts.use_ray!r}")
     out = opts.out.resolve()
     if out.exists() and not (out / schema.MANIFEST_NAME).is_file() and any(out.iterdir()):
         raise PrepError(f"--out {out} exists and is not a prepared dataset (no {schema.MANIFEST_NAME}); "
@@ -524,7 +670,10 @@ def run_prep(opts: PrepOptions) -> dict:
     # back from the cache one subject at a time while the dataset is written.
     in_memory: dict[str, "pa.Table"] = {}
     processed = from_cache = 0
-    for result in _run_subjects(runnable, opts.params, cached_keys, opts.workers, opts.address):
+    unchanged, todo = fingerprint_all(runnable, opts.params, cached_keys)
+    executor = Executor()
+    for result in itertools.chain(unchanged, run_subjects(todo, opts.params, opts.workers, opts.address,
+                                                          opts.use_ray, executor)):
         sid = result["subject_id"]
         if result["cached"]:
             outcome = {**cache.outcome(sid), "from_cache": True}
@@ -644,6 +793,7 @@ def run_prep(opts: PrepOptions) -> dict:
             "files": {"slices": files, "genes": genes_file},
             "outputs": schema.output_hashes(tmp, [*files, genes_file]),
             "warnings": warnings,
+            "executor": asdict(executor),
         }
         schema.write_manifest(manifest, tmp)
         _publish(tmp, out)
@@ -722,7 +872,7 @@ def options_from_args(args: argparse.Namespace) -> PrepOptions:
                         bg_slices=args.bg_slices, seed=args.seed)
     return PrepOptions(out=args.out, genes=args.genes, cases=args.cases, tcia_root=args.tcia_root, params=params,
                        split=args.split, na_policy=args.na_policy, genes_orientation=args.genes_orientation,
-                       workers=args.workers, address=args.address, cache=args.cache)
+                       workers=args.workers, address=args.address, cache=args.cache, use_ray=args.use_ray)
 
 
 def _run(args: argparse.Namespace) -> int:
