@@ -8,15 +8,12 @@ DEMO := runs/demo
 bootstrap:
 	@bash scripts/bootstrap.sh
 
-# Synthetic cohort (NIfTI + GEO table) -> radiogen prep -> Ray Train (2 DDP workers) on the stable tiny
-# config (ablations/stable_tiny.yaml), tracked in $(DEMO)/../mlflow.db unless MLFLOW_TRACKING_URI is set.
+# The main job (ray_jobs/demo.py): synthetic cohort -> prep -> Ray Tune sweep (ablations/sweep_demo.yaml) -> MC-GAN
+# baseline -> eval of the best trial against it and the cohort's truth, all tracked in $(DEMO)/mlflow.db (unless
+# MLFLOW_TRACKING_URI is set). One line per stage; each stage's output in $(DEMO)/logs. A re-run reuses what exists.
+# DEMO_ARGS passes flags of `radiogen demo` (e.g. a smaller run: DEMO_ARGS="--subjects 10 --trials 2 --steps 12").
 demo: bootstrap
-	test -f $(DEMO)/cohort/truth.json || $(PY) -m ray_jobs.cli cohort --out $(DEMO)/cohort --subjects 12 --seed 0 --matrix 128
-	$(PY) -m ray_jobs.cli prep --cases $(DEMO)/cohort/cases.csv --genes $(DEMO)/cohort/genes.tsv --out $(DEMO)/data \
-		--image-size 32 --bg-slices 10 --workers 2
-	$(PY) -m ray_jobs.cli train --config ablations/stable_tiny.yaml --data $(DEMO)/data --set data.n_genes=null \
-		--num-workers 2 --max-steps 200 --log-every 20 --val-every 100 --checkpoint-every 100 \
-		--experiment radiogen-demo --runs-dir runs
+	@$(PY) -m ray_jobs.cli demo --out $(DEMO) $(DEMO_ARGS)
 
 test: bootstrap
 	$(PY) -m pytest -q

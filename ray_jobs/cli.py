@@ -39,14 +39,15 @@ def add_run_arguments(p: argparse.ArgumentParser, per: str = "") -> None:
                         "CPU for Ray Data)")
     p.add_argument("--experiment", default="radiogen", help="MLflow experiment name (default radiogen)")
     p.add_argument("--runs-dir", default="runs",
-                   help="checkpoints, Ray results and (without a tracking URI) the sqlite tracking store")
+                   help="checkpoints, Ray results and (without a tracking URI) the sqlite tracking store "
+                        "(default runs)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI, e.g. http://mlflow:5000 (default: MLFLOW_TRACKING_URI, else "
                         "sqlite:///RUNS_DIR/mlflow.db); give it explicitly under `ray job submit`, whose job "
                         "does not see the submitting shell's environment")
     p.add_argument("--log-every", type=int, default=10, help="steps per metric record (default 10)")
     p.add_argument("--val-size", type=int, default=32, help="validation slices (default 32)")
-    p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
+    p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint (default 2)")
     p.add_argument("--data-timeout", type=float, default=300.0,
                    help="fail when the data pipeline yields no batch for this many seconds (default 300; 0 = "
                         "wait forever)")
@@ -127,21 +128,42 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     return p
 
 
+def add_demo_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from .demo import add_arguments  # argparse only at import (yaml)
+
+    p = _command_parser(subparsers, "demo", "ray_jobs.demo", "the main job end to end on a synthetic cohort: "
+                        "cohort -> prep -> sweep -> MC-GAN baseline -> eval, and what was learned")
+    add_arguments(p)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     from data_prep.cli import add_cohort_parser, add_prep_parser
     from radiogen.cli import register_cli as register_core
 
-    parser = argparse.ArgumentParser(prog="radiogen", description=__doc__,
+    parser = argparse.ArgumentParser(prog="radiogen", description=__doc__, epilog=WORKFLOW,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_cohort_parser(sub).set_defaults(handler="data_prep.cohort:_run")
     add_prep_parser(sub).set_defaults(handler="data_prep.prep:_run")
     add_train_parser(sub).set_defaults(handler="ray_jobs.train:run")
-    add_eval_parser(sub).set_defaults(handler="ray_jobs.eval:run")
     add_sweep_parser(sub).set_defaults(handler="ray_jobs.sweep:run")
+    add_eval_parser(sub).set_defaults(handler="ray_jobs.eval:run")
     add_bench_parser(sub).set_defaults(handler="ray_jobs.bench.run:run")
+    add_demo_parser(sub).set_defaults(handler="ray_jobs.demo:run")
     register_core(sub)
     return parser
+
+
+WORKFLOW = """example workflow (each command's --help gives its options and their defaults):
+  radiogen cohort --out runs/c --subjects 30 --seed 0 --matrix 128      # or bring TCIA DICOM + GEO genes to prep
+  radiogen prep --cases runs/c/cases.csv --genes runs/c/genes.tsv --out runs/data --image-size 32
+  radiogen train --config ablations/stable_tiny.yaml --data runs/data --set data.n_genes=null --max-steps 300
+  radiogen sweep --config ablations/sweep_demo.yaml --data runs/data
+  radiogen eval --run RUN_ID --data runs/data --truth runs/c/truth.json
+  radiogen bench                                                        # every stage against its ceiling
+  radiogen demo                                                         # all of the above, as `make demo`
+"""
 
 
 def handler_of(spec: str):

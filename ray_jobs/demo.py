@@ -1,0 +1,222 @@
+"""`radiogen demo`: the main job end to end on a synthetic cohort whose gene -> nodule links are known.
+
+  cohort    a synthetic cohort (NIfTI CT + nodule masks + a GEO-style gene table + truth.json)
+  prep      -> parquet slices at 32 px + manifest
+  sweep     Ray Tune + Optuna over the fusion ablations and lambda on the stable tiny config, ASHA on
+            (ablations/sweep_demo.yaml), every trial a Ray Train run nested under the sweep's MLflow run
+  baseline  the MC-GAN baseline (ablations/mcgan_tiny.yaml) trained with Ray Train for the same steps
+  eval      the best trial against the baseline, the classical pipeline and the cohort's truth
+
+One line per stage on the terminal, then the leaderboard, what was learned, the report's paths and the command
+that opens the MLflow UI on these runs; each stage's full output is in OUT/logs/<stage>.log. Running it again
+reuses what exists: the cohort, the prepared data, a finished sweep (an unfinished one is resumed), the trained
+baseline and the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEP_FILE = REPO / "ablations" / "sweep_demo.yaml"
+BASELINE = REPO / "ablations" / "mcgan_tiny.yaml"
+EXPERIMENT = "radiogen-demo"
+SWEEP_NAME, BASELINE_NAME = "demo", "demo-mcgan"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/demo",
+                   help="folder of everything the demo makes: cohort, data, runs, sweeps, eval, logs, the sqlite "
+                        "tracking store (default runs/demo)")
+    p.add_argument("--subjects", type=int, default=30, help="subjects of the synthetic cohort (default 30)")
+    p.add_argument("--trials", type=int, default=None, help="sweep trials (default: the sweep file's, 6)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps of every trial and of the baseline (default: the sweep file's, 300)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///OUT/mlflow.db)")
+    p.add_argument("--n-perm", type=int, default=1000, help="permutations of the evaluation's tests (default 1000)")
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def stage(name: str, logs: Path, work) -> object:
+    """Run `work()` with its output in logs/<name>.log; print one line with the time it took (or the failure)."""
+    log = logs / f"{name}.log"
+    start = time.perf_counter()
+    with open(log, "a") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        print(f"== {name} {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+        result, summary = work()
+    print(f"demo {name}: {summary} ({time.perf_counter() - start:.0f} s)", flush=True)
+    return result
+
+
+def check(code: int, what: str, log: Path) -> None:
+    if code != 0:
+        raise StageFailed(f"{what} exited {code}; its output is in {log}")
+
+
+def sweep_file(out: Path, trials: int | None, steps: int | None) -> Path:
+    """The shipped sweep file, or a copy in OUT with --trials/--steps applied (rungs and reports scaled)."""
+    if trials is None and steps is None:
+        return SWEEP_FILE
+    spec = yaml.safe_load(SWEEP_FILE.read_text())
+    spec["experiment"] = str((SWEEP_FILE.parent / spec["experiment"]).resolve())
+    if trials is not None:
+        spec["trials"] = trials
+    if steps is not None:
+        every = max(1, steps // 3)
+        spec |= {"max_steps": steps, "report_every": every}
+        spec["asha"] = {**spec["asha"], "grace_period": every}
+    path = out / "sweep_demo.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def finished_run(uri: str, name: str):
+    """The FINISHED MLflow run named `name` in the demo's experiment, or None."""
+    from mlflow import MlflowClient
+
+    from .tracking import RUN_NAME_TAG
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], f"tags.`{RUN_NAME_TAG}` = '{name}' and attributes.status = "
+                                                   f"'FINISHED'", max_results=1)
+    return runs[0] if runs else None
+
+
+def learned(metrics: dict[str, float]) -> list[str]:
+    """What the demo learned, in a few lines: realism, the map against the truth, the programs' response."""
+    from radiogen.evaluation.report import fmt, metric_name
+
+    split = "heldout" if metrics.get(metric_name("heldout", "n_subjects"), 0) > 0 else "train"
+    m = lambda who, *parts: metrics.get(metric_name(split, who, *parts), float("nan"))  # noqa: E731
+    n = int(metrics.get(metric_name(split, "n_subjects"), 0))
+    return [
+        f"what was learned ({split} subjects: {n}):",
+        f"  realism, radiomic Frechet distance (lower is better): best trial {fmt(m('model', 'realism', 'frechet_radiomic'))}, "
+        f"MC-GAN baseline {fmt(m('baseline', 'realism', 'frechet_radiomic'))}",
+        f"  radiogenomic map vs the cohort's true links, AUROC: learned {fmt(m('model', 'truth', 'auroc'))}, "
+        f"MC-GAN {fmt(m('baseline', 'truth', 'auroc'))}, classical pipeline {fmt(m('classical', 'truth', 'auroc'))}",
+        f"  nodules follow the gene programs (Spearman rho): size {fmt(m('model', 'truth', 'response/size'))}, "
+        f"density {fmt(m('model', 'truth', 'response/density'))}, decoy {fmt(m('model', 'truth', 'response/decoy'))} "
+        f"(real nodules: {fmt(m('real', 'truth', 'response/size'))} / {fmt(m('real', 'truth', 'response/density'))})",
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    from .cli import main as radiogen
+    from .quiet import quiet_logs
+    from .tracking import default_tracking_uri, ui_hint
+
+    out = Path(args.out).resolve()
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    uri = default_tracking_uri(out, args.tracking_uri)
+    cohort, data = out / "cohort", out / "data"
+    tracking = ["--tracking-uri", uri, "--experiment", EXPERIMENT, "--runs-dir", str(out)]
+    start = time.perf_counter()
+    print(f"demo: cohort -> prep -> sweep -> baseline -> eval in {out}; each stage's output in {logs}", flush=True)
+    try:
+        with quiet_logs(logs / "demo.log"):
+            def make_cohort():
+                if (cohort / "truth.json").is_file():
+                    return None, f"reused {cohort}"
+                check(radiogen(["cohort", "--out", str(cohort), "--subjects", str(args.subjects), "--seed", "0",
+                                "--matrix", "128"]), "radiogen cohort", logs / "cohort.log")
+                return None, f"{args.subjects} subjects with known gene-program -> nodule links in {cohort}"
+
+            def prep():
+                if (data / "manifest.json").is_file():
+                    return None, f"reused {data}"
+                check(radiogen(["prep", "--cases", str(cohort / "cases.csv"), "--genes", str(cohort / "genes.tsv"),
+                                "--out", str(data), "--image-size", "32", "--bg-slices", "10"]),
+                      "radiogen prep", logs / "prep.log")
+                counts = json.loads((data / "manifest.json").read_text())["counts"]["slices"]
+                return None, (f"{sum(counts['nodule'].values())} nodule and {sum(counts['background'].values())} "
+                              f"background slices at 32 px in {data}")
+
+            def sweep():
+                report = out / "sweeps" / SWEEP_NAME / "report"
+                if not (report / "summary.json").is_file():
+                    exists = (out / "sweeps" / SWEEP_NAME).is_dir()
+                    flags = ["--resume", SWEEP_NAME] if exists else \
+                        ["--config", str(sweep_file(out, args.trials, args.steps)), "--data", str(data),
+                         "--name", SWEEP_NAME]
+                    check(radiogen(["sweep", *flags, *tracking]), "radiogen sweep", logs / "sweep.log")
+                summary = json.loads((report / "summary.json").read_text())
+                states = [t["state"] for t in summary["trials"]]
+                return summary, (f"{len(states)} trials, {states.count('pruned')} stopped early by ASHA, "
+                                 f"{summary['trial_steps']} of {summary['full_budget_steps']} trial-steps trained")
+
+            stage("cohort", logs, make_cohort)
+            stage("prep", logs, prep)
+            summary = stage("sweep", logs, sweep)
+            best = next((t for t in summary["trials"] if t["trial_id"] == summary["best"]), None)
+            if best is None:
+                raise StageFailed(f"the sweep has no complete trial with finite objectives to evaluate; see "
+                                  f"{out / 'sweeps' / SWEEP_NAME / 'report' / 'leaderboard.md'}")
+
+            def baseline():
+                run = finished_run(uri, BASELINE_NAME)
+                if run is not None:
+                    return run.info.run_id, f"reused MLflow run {run.info.run_id}"
+                steps = summary["max_steps"]
+                check(radiogen(["train", "--config", str(BASELINE), "--data", str(data), "--name", BASELINE_NAME,
+                                "--max-steps", str(steps), "--set", "data.n_genes=null", "--val-every", str(steps),
+                                "--checkpoint-every", str(steps), *tracking]), "radiogen train", logs / "baseline.log")
+                run = finished_run(uri, BASELINE_NAME)
+                return run.info.run_id, f"MC-GAN trained {steps} steps with Ray Train (MLflow run {run.info.run_id})"
+
+            baseline_id = stage("baseline", logs, baseline)
+            report_dir = out / "eval" / SWEEP_NAME
+
+            def evaluate():
+                done = report_dir / "metrics.json"
+                if done.is_file():
+                    context = json.loads(done.read_text())["context"]
+                    if best["run_id"] in context["model"] and baseline_id in context["baseline"]:
+                        return json.loads(done.read_text())["metrics"], f"reused {report_dir / 'report.md'}"
+                check(radiogen(["eval", "--run", best["run_id"], "--baseline", baseline_id, "--data", str(data),
+                                "--truth", str(cohort / "truth.json"), "--out", str(report_dir), "--runs-dir",
+                                str(out), "--tracking-uri", uri, "--n-perm", str(args.n_perm)]),
+                      "radiogen eval", logs / "eval.log")
+                return json.loads(done.read_text())["metrics"], f"trial {best['trial_id']} vs MC-GAN and the truth"
+
+            metrics = stage("eval", logs, evaluate)
+    except StageFailed as err:
+        print(f"demo: FAILED: {err}", file=sys.stderr)
+        return 1
+    print()
+    print((out / "sweeps" / SWEEP_NAME / "report" / "leaderboard.md").read_text().strip())
+    print()
+    for line in learned(metrics):
+        print(line)
+    print(f"report: {report_dir / 'report.md'}; figures: {report_dir / 'figures'}; sweep report: "
+          f"{out / 'sweeps' / SWEEP_NAME / 'report'}")
+    print(f"MLflow: {ui_hint(uri)} (experiment {EXPERIMENT}: the sweep's parent run, its trials nested under it, "
+          f"the baseline, and the evaluation nested under the best trial)")
+    print(f"demo finished in {time.perf_counter() - start:.0f} s; logs in {logs}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ray_jobs.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
