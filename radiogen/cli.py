@@ -32,8 +32,15 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from .config import dump_yaml, load_config
+    from .config import ConfigError, dump_yaml, load_config
 
+    if args.reference:
+        from .config_reference import reference_markdown
+
+        print(reference_markdown(), end="")
+        return 0
+    if not args.config:
+        raise ConfigError("--config is required (or --reference for the reference of every field)")
     print(dump_yaml(load_config(args.config, args.overrides)), end="")
     return 0
 
@@ -93,8 +100,14 @@ def cmd_overfit(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """The core subcommands; each names its handler as "module:function" (imported when it runs)."""
-    p = subparsers.add_parser("config", help="print an experiment config with overrides applied (checks it)")
-    _config_args(p)
+    p = subparsers.add_parser("config", help="print an experiment config with overrides applied (checks it), or "
+                                             "the reference of every config field")
+    p.add_argument("--config", help="experiment YAML, e.g. ablations/tiny.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value, e.g. --set loss.lambda_l1=50 (repeatable)")
+    p.add_argument("--reference", action="store_true",
+                   help="print the configuration reference (markdown: every field, type, default, meaning; "
+                        "docs/config.md)")
     p.set_defaults(handler="radiogen.cli:cmd_config")
 
     p = subparsers.add_parser("cost", help="parameter counts and FLOPs per training step of a config (and MFU)")
