@@ -1,4 +1,4 @@
-"""`radiogen cohort`: a synthetic cohort whose gene programs drive nodule phenotype by a KNOWN link (DESIGN §6).
+"""`radiogen cohort`: a synthetic cohort whose gene programs drive nodule phenotype by a KNOWN link (docs/design.md §6).
 
 Each subject has four latent programs z ~ N(0, 1) (PROGRAMS). They drive
 - the nodules of a chest-like CT: size (nominal diameter 5 + 25 Phi(z) mm), density (solid fraction
@@ -9,7 +9,7 @@ Each subject has four latent programs z ~ N(0, 1) (PROGRAMS). They drive
   loading * z_program + low-rank nuisance factors that every gene carries, counts from a negative
   binomial (gamma-Poisson), most genes are nuisance, and a fraction of genes has NA cells.
 
-Written in the raw formats of the real data (DESIGN §4), so the whole pipeline runs on it:
+Written in the raw formats of the real data (docs/design.md §4), so the whole pipeline runs on it:
   OUT/genes.tsv   GEO layout: tab-separated genes x samples, column `gene_symbol`, literal NA
   OUT/truth.json  programs per subject, nodules (physical LPS centroid of each nodule's mask, size,
                   density, ...), gene -> program (null for nuisance genes), module loadings

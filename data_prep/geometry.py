@@ -1,4 +1,4 @@
-"""VOI extraction, lung segmentation and background sampling (paper Section 3, DESIGN §4).
+"""VOI extraction, lung segmentation and background sampling (paper Section 3, docs/design.md §4).
 
 A VOI is a cube of side voi_mm around a physical point. It is sampled with SimpleITK on a
 reference grid that shares the CT's direction cosines: in plane image_size x image_size pixels of
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-# Lung segmentation (DESIGN §4 D): air-like voxels below this HU inside the body are lung.
+# Lung segmentation (docs/design.md §4 D): air-like voxels below this HU inside the body are lung.
 LUNG_HU = -320.0
 # Lungs are segmented on a grid of about this spacing (integer shrink factors): background
 # centres are drawn from a 5-25 mm band, which needs mm, not sub-mm, precision, and a 512x512 CT

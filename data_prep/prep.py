@@ -1,4 +1,4 @@
-"""`radiogen prep`: raw CT + nodule masks + gene table -> parquet slices + manifest (DESIGN §4).
+"""`radiogen prep`: raw CT + nodule masks + gene table -> parquet slices + manifest (docs/design.md §4).
 
 Per subject (a Ray task each, or in this process where Ray would not pay off; see `run_subjects`):
 read the CT with SimpleITK and the mask (file on the CT grid, or DICOM SEG placed by position); one

@@ -1,4 +1,4 @@
-"""Reading CT volumes and nodule masks (DESIGN §4): image files, DICOM series, DICOM SEG.
+"""Reading CT volumes and nodule masks (docs/design.md §4): image files, DICOM series, DICOM SEG.
 
 Everything is read with SimpleITK so spacing, origin and direction travel with the voxels; DICOM
 SEG is decoded with highdicom and placed on the CT grid by physical position. Every problem with

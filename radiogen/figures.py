@@ -1,4 +1,4 @@
-"""The paper's figures (DESIGN §5): Fig. 2 (background / synthetic / weight map / mask), Fig. 3 (gene swap
+"""The paper's figures (docs/design.md §5): Fig. 2 (background / synthetic / weight map / mask), Fig. 3 (gene swap
 across backgrounds), Fig. 4 (t-SNE of gene codes by cluster) and the radiogenomic-map heatmap.
 
 Figures are built on `matplotlib.figure.Figure` with an Agg canvas, never pyplot, so making one

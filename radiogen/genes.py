@@ -1,4 +1,4 @@
-"""Gene-expression normalisation (DESIGN §4): statistics fitted on the training split only.
+"""Gene-expression normalisation (docs/design.md §4): statistics fitted on the training split only.
 
 `raw` uses expression values as given; `log_zscore` takes log2(x + 1) and z-scores every gene with
 the training split's mean and standard deviation, then clips the z-scores to +-Z_CLIP so that a

@@ -1,4 +1,4 @@
-"""Realism metrics of DESIGN §5: radiomic features, their Fréchet distance, and background fidelity.
+"""Realism metrics of docs/design.md §5: radiomic features, their Fréchet distance, and background fidelity.
 
 No pretrained network can be downloaded here, so the FID of the paper's era is replaced by an
 "FID-style on radiomic features" distance: each nodule (image inside its mask) is summarised by

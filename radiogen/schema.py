@@ -1,4 +1,4 @@
-"""The prepared-dataset contract (DESIGN §4): parquet columns, manifest, and their validation.
+"""The prepared-dataset contract (docs/design.md §4): parquet columns, manifest, and their validation.
 
 This is the one module that defines what `radiogen prep` writes and what training reads. It is
 checked on write (`validate_table`, `validate_gene_table`, `validate_manifest`) and on read

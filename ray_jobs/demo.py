@@ -117,7 +117,7 @@ def learned(metrics: dict[str, float]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from .cli import main as radiogen
-    from .quiet import quiet_logs
+    from .quiet import quiet_logs, release_ray
     from .tracking import default_tracking_uri, ui_hint
 
     out = Path(args.out).resolve()
@@ -195,6 +195,9 @@ def run(args: argparse.Namespace) -> int:
                 return json.loads(done.read_text())["metrics"], f"trial {best['trial_id']} vs MC-GAN and the truth"
 
             metrics = stage("eval", logs, evaluate)
+            with open(logs / "ray.log", "a") as sink, contextlib.redirect_stdout(sink), \
+                    contextlib.redirect_stderr(sink):
+                release_ray()  # workers' last buffered lines land in the log, not after the summary
     except StageFailed as err:
         print(f"demo: FAILED: {err}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""`radiogen eval` / `python -m ray_jobs.eval`: evaluate a trained generator on a prepared dataset (DESIGN §5).
+"""`radiogen eval` / `python -m ray_jobs.eval`: evaluate a trained generator on a prepared dataset (docs/design.md §5).
 
 The model is an MLflow training run (`--run RUN_ID`: its weights-only `generator_ema_weights.pt`
 artifact, else its latest checkpoint under --runs-dir) or a checkpoint (`--checkpoint PATH`). The
@@ -297,19 +297,13 @@ def _open_eval_run(client, parent, name: str, fingerprint: str, runs_dir: Path, 
     """A child run of the evaluated run (its experiment), or a run of EVAL_EXPERIMENT for a bare checkpoint."""
     from mlflow.entities import Param
 
-    from .tracking import with_retry
+    from .tracking import experiment_id, with_retry
 
     if parent is not None:
         exp_id = parent.info.experiment_id
     else:
-        exp = with_retry(lambda: client.get_experiment_by_name(EVAL_EXPERIMENT), "get experiment")
-        if exp is None:
-            sqlite = uri.startswith("sqlite:")  # artifacts beside the store, as training does
-            location = (runs_dir / "mlartifacts" / EVAL_EXPERIMENT).resolve().as_uri() if sqlite else None
-            exp_id = with_retry(lambda: client.create_experiment(EVAL_EXPERIMENT, artifact_location=location),
-                                "create experiment")
-        else:
-            exp_id = exp.experiment_id
+        sqlite = uri.startswith("sqlite:")  # artifacts beside the store, as training does
+        exp_id = experiment_id(uri, EVAL_EXPERIMENT, runs_dir / "mlartifacts" if sqlite else None)
     # No radiogen.run_name tag: training resumes the run carrying its name, and this is not that run.
     tags = {"radiogen.dataset_fingerprint": fingerprint, "radiogen.code_version": version, "radiogen.kind": "eval"}
     if parent is not None:

@@ -113,3 +113,24 @@ def ray_log_dir() -> str:
         return worker._global_node.get_logs_dir_path()  # noqa: SLF001 - Ray has no public accessor
     except Exception:  # noqa: BLE001
         return "/tmp/ray/session_latest/logs on the head node"
+
+
+_ray_started_here = False
+
+
+def ray_started() -> None:
+    """Record that this command initialised Ray (then `release_ray` may shut it down)."""
+    global _ray_started_here
+    _ray_started_here = True
+
+
+def release_ray() -> None:
+    """Shut down the Ray connection this command opened (a cluster it started stops), so that the workers' last
+    output arrives now, inside the caller's redirection, rather than at interpreter exit. A Ray session that
+    existed before the command (a notebook's, a test's) is left alone."""
+    global _ray_started_here
+    if _ray_started_here:
+        import ray
+
+        ray.shutdown()
+        _ray_started_here = False

@@ -44,7 +44,6 @@ from .quiet import quiet_logs, ray_log_dir
 from .train import (RAY_DATA_CPUS, RUN_NAME, ResourceMismatch, Sigterm, TooFewSubjects, choose_data_mode, connect_ray,
                     plan_cpus_per_worker, read_inputs, resolve_config)
 
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 """The tag MLflow 3's UI reads to show an experiment as model training (not GenAI)."""
 
 
@@ -150,7 +149,6 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
     artifact_root = runs_dir / "mlartifacts" if uri.startswith("sqlite:") else None
     try:
         exp_id = experiment_id(uri, experiment, artifact_root)
-        set_experiment_kind(uri, exp_id)
         parent = open_run(uri, experiment, name, parent_params(spec, overrides, data, args, cpw, concurrent),
                           {SWEEP_TAG: name, "radiogen.sweep_role": "parent", "radiogen.ablation": base.name,
                            "radiogen.code_version": code_version(),
@@ -225,14 +223,6 @@ def write_state(folder: Path, state: dict) -> None:
     tmp = folder / "sweep.json.tmp"
     tmp.write_text(json.dumps(state, indent=1))
     tmp.replace(folder / "sweep.json")
-
-
-def set_experiment_kind(uri: str, exp_id: str) -> None:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(uri)
-    if EXPERIMENT_KIND[0] not in client.get_experiment(exp_id).tags:
-        with_retry(lambda: client.set_experiment_tag(exp_id, *EXPERIMENT_KIND), "tag experiment")
 
 
 def reopen(uri: str, run_id: str) -> None:

@@ -126,16 +126,24 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+"""MLflow 3 opens an experiment without this tag in its GenAI view; with it, on runs, metrics and charts."""
+
+
 def experiment_id(uri: str, experiment: str, artifact_root: Path | None) -> str:
-    """The id of the MLflow experiment named `experiment`, created (artifacts under artifact_root) if missing."""
+    """The id of the MLflow experiment named `experiment`, created (artifacts under artifact_root) if missing, and
+    marked as a model-training experiment."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
     exp = with_retry(lambda: client.get_experiment_by_name(experiment), "get experiment")
     if exp is not None:
+        if EXPERIMENT_KIND[0] not in exp.tags:
+            with_retry(lambda: client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND), "tag experiment")
         return exp.experiment_id
     location = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
-    return with_retry(lambda: client.create_experiment(experiment, artifact_location=location), "create experiment")
+    return with_retry(lambda: client.create_experiment(experiment, artifact_location=location,
+                                                       tags=dict([EXPERIMENT_KIND])), "create experiment")
 
 
 def find_run(uri: str, exp_id: str, run_name: str) -> Any:

@@ -35,7 +35,7 @@ from radiogen.data import (DATA_MODES, ROW_COLUMNS, DatasetMismatch, LocalSource
                            pool_records, read_records)
 
 from .cli import add_train_arguments as add_arguments
-from .quiet import apply_ray_env, quiet_logs, quiet_worker, ray_log_dir, recapture, train_logging
+from .quiet import apply_ray_env, quiet_logs, quiet_worker, ray_log_dir, ray_started, recapture, train_logging
 from .loop import Records, RunSettings, fit
 from .loop import _read_records as read_checkpoint_records
 from .tracking import (RunFinished, TrackingUnavailable, Tracker, check_tracking, code_version, default_tracking_uri,
@@ -160,6 +160,7 @@ def connect_ray(address: str | None, log_to_driver: bool = True) -> bool:
         env = apply_ray_env(address or os.environ.get("RAY_ADDRESS"))
         ray.init(address=address, dashboard_host="127.0.0.1", configure_logging=False, log_to_driver=log_to_driver,
                  **({} if env is None else {"runtime_env": {"env_vars": env}}))
+        ray_started()
     return joining
 
 

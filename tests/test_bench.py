@@ -19,7 +19,7 @@ def test_bench_writes_json_and_table_of_ratios(prepared, ray_cluster, tmp_path, 
     assert main(["bench", "--stages", "ingest,train", "--quick", "--data", str(prepared), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     # Quiet: one line per stage, the table and where it was written; the trainings' own output is in the logs.
-    assert "bench ingest: 5 measure(s) in" in printed and "bench train: 5 measure(s) in" in printed
+    assert "bench ingest: 5 measure(s) in" in printed and "bench train: 6 measure(s) in" in printed
     assert "step 60/60" not in printed and "step 60/60" in (out / "logs" / "train.log").read_text()
     report = json.loads((out / "bench.json").read_text())
     assert report["failed"] == [] and report["machine"]["cpus"] >= 1 and report["quick"] is True
@@ -37,7 +37,7 @@ def test_bench_writes_json_and_table_of_ratios(prepared, ray_cluster, tmp_path, 
     assert "Ray Data streaming to a worker (shuffle per epoch)" in names
     table = (out / "bench.md").read_text()
     assert table.startswith("Machine: ") and "| stage | measure | value | ratio |" in table
-    assert table.count("\n| ingest |") == 5 and table.count("\n| train |") == 5
+    assert table.count("\n| ingest |") == 5 and table.count("\n| train |") == 6
 
 
 def test_bench_rejects_an_unknown_stage(tmp_path, capsys):

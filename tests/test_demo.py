@@ -38,6 +38,7 @@ def test_make_demo_runs_every_stage_quietly_and_reuses_them(ray_cluster, mlflow_
     # Everything is in MLflow: the sweep's parent with its trials nested, the baseline, the evaluation of the best.
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("radiogen-demo")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3 opens it on runs, not GenAI
     runs = client.search_runs([exp.experiment_id])
     parent = [r for r in runs if r.data.tags.get("radiogen.sweep_role") == "parent"]
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"

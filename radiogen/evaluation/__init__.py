@@ -1,4 +1,4 @@
-"""Offline evaluation of DESIGN §5: realism, conditioning and the radiogenomic map.
+"""Offline evaluation of docs/design.md §5: realism, conditioning and the radiogenomic map.
 
 All functions are pure numpy in / numpy out, seeded, without I/O:
 - features: pyradiomics features of nodule slices and the phenotype feature of each program;

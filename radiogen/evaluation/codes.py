@@ -1,4 +1,4 @@
-"""Quality of gene codes (DESIGN §5): clusters, linear probes, and the raw-gene PCA baseline."""
+"""Quality of gene codes (docs/design.md §5): clusters, linear probes, and the raw-gene PCA baseline."""
 
 from __future__ import annotations
 

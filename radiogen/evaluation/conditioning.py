@@ -1,4 +1,4 @@
-"""Conditioning (DESIGN §5): does a synthetic nodule's phenotype follow the gene source it was made from?
+"""Conditioning (docs/design.md §5): does a synthetic nodule's phenotype follow the gene source it was made from?
 
 Genes of each subject are swapped over fixed backgrounds; the synthetic nodules' features (averaged
 over the backgrounds) are matched against every subject's real nodule features. If the generator

@@ -1,4 +1,4 @@
-"""Radiomic features of nodule slices with pyradiomics (DESIGN §5), the evaluation's feature space.
+"""Radiomic features of nodule slices with pyradiomics (docs/design.md §5), the evaluation's feature space.
 
 Each slice is handed to pyradiomics as a one-slice 3D SimpleITK image with force2D (axial plane,
 force2Ddimension=0), in Hounsfield units, with the nodule mask as label 1. The enabled classes are

@@ -1,4 +1,4 @@
-"""The evaluation of a trained generator on a prepared dataset (DESIGN §5), without any tracking.
+"""The evaluation of a trained generator on a prepared dataset (docs/design.md §5), without any tracking.
 
 `evaluate` runs every measurement of the metric library on one model (and optionally the MC-GAN
 baseline) for the training subjects and for the held-out subjects (val + test) separately, draws the
@@ -260,7 +260,7 @@ def evaluate(data: EvalData, model: Model, baseline: Model | None = None, *, fig
              truth: dict | None = None, n_perm: int = 1000, probe_perm: int = 100, n_clusters: int = 3,
              n_metagenes: int = 8, seed: int = 0, device: torch.device | str = "cpu",
              log: Callable[[str], None] = print) -> Evaluation:
-    """Every metric of DESIGN §5 for `model` (and `baseline`) on the training and held-out subjects.
+    """Every metric of docs/design.md §5 for `model` (and `baseline`) on the training and held-out subjects.
 
     truth: the synthetic cohort's truth.json (parsed), for link AUROCs and probes of the true programs.
     n_perm: permutations of the retrieval and map tests; probe_perm: of each linear-probe null.

@@ -1,4 +1,4 @@
-"""Radiogenomic maps (DESIGN §5): Spearman associations between gene-side variables and nodule
+"""Radiogenomic maps (docs/design.md §5): Spearman associations between gene-side variables and nodule
 features across subjects, with permutation p-values and Benjamini-Hochberg FDR control; and the
 classical three-step pipeline (metagene clustering -> hand-crafted features -> correlation) that the
 learned code is compared with.

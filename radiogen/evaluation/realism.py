@@ -1,4 +1,4 @@
-"""Realism of synthetic nodules (DESIGN §5): distances between radiomic feature distributions and
+"""Realism of synthetic nodules (docs/design.md §5): distances between radiomic feature distributions and
 background fidelity.
 
 No pretrained network can be downloaded, so FID/KID are computed on pyradiomics feature vectors

@@ -1,4 +1,4 @@
-"""Gene-swap synthesis (DESIGN §5, conditioning): every subject's genes drawn over the same fixed backgrounds.
+"""Gene-swap synthesis (docs/design.md §5, conditioning): every subject's genes drawn over the same fixed backgrounds.
 
 Holding the backgrounds and the noise fixed and varying only the gene vector makes any difference
 between two subjects' synthetic nodules an effect of their genes. The learned radiogenomic map is

@@ -1,4 +1,4 @@
-"""The MC-GAN baseline generator (Park et al., BMVC 2018; the paper's comparison, DESIGN §3)."""
+"""The MC-GAN baseline generator (Park et al., BMVC 2018; the paper's comparison, docs/design.md §3)."""
 
 from __future__ import annotations
 

@@ -74,7 +74,7 @@ def report(measures: list[Measure], info: dict, quick: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ray_jobs.quiet import quiet_logs
+    from ray_jobs.quiet import quiet_logs, release_ray
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
@@ -108,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
                 measures.append(Measure(stage, "stage failed", None, "", note=f"{type(err).__name__}: {err}"[:300]))
                 print(f"bench {stage}: FAILED after {time.perf_counter() - start:.0f} s ({type(err).__name__}: {err}); "
                       f"see {log}", flush=True)
+        with open(logs / "ray.log", "a") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            release_ray()  # workers' last buffered lines land in the log, not after the table
     info = machine()
     write_atomic(out / "bench.json", json.dumps({"machine": info, "quick": args.quick, "stages": stages,
                                                  "failed": failed, "measures": [m.to_dict() for m in measures]},
