@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def main() -> int:
     ap.add_argument("--expect", action="append", default=[], help="text the run list must show (repeatable)")
     ap.add_argument("--out", required=True, help="screenshot of the run list (PNG)")
     ap.add_argument("--size", default="1600,1000")
+    ap.add_argument("--filter", default="",
+                    help="a run search filter for the run list, e.g. the sweep's trials: tags.sweep = 'demo'")
     args = ap.parse_args()
     if not Path(CHROMIUM).is_file():
         print(f"error: {CHROMIUM} not found; install Debian's chromium (apt-get install chromium)", file=sys.stderr)
@@ -69,13 +72,25 @@ def main() -> int:
         print(f"experiment {args.experiment} ({exp.experiment_id}): {len(runs)} runs; kind tag "
               f"{exp.tags.get('mlflow.experimentKind')}")
         with tempfile.TemporaryDirectory() as profile:
-            page = f"{uri}/#/experiments/{exp.experiment_id}/runs"
+            query = f"?searchFilter={urllib.parse.quote(args.filter)}" if args.filter else ""
+            page = f"{uri}/#/experiments/{exp.experiment_id}/runs{query}"
             dom = chromium(page, profile, "--dump-dom").stdout
             missing = [t for t in args.expect if t not in dom]
             for t in args.expect:
                 print(f"  run list shows {t!r}: {'yes' if t not in missing else 'NO'}")
             chromium(page, profile, f"--screenshot={Path(args.out).resolve()}", f"--window-size={args.size}")
             print(f"screenshot: {args.out}")
+            trials = [r for r in runs if "radiogen.trial_id" in r.data.tags]
+            if trials:  # a nested trial's own page: its params and metrics
+                trial = min(trials, key=lambda r: r.data.metrics.get("val/frechet_radiomic", float("inf")))
+                page = f"{uri}/#/experiments/{exp.experiment_id}/runs/{trial.info.run_id}/model-metrics"
+                shot = Path(args.out).with_name(Path(args.out).stem + "_trial.png")
+                chromium(page, profile, f"--screenshot={shot.resolve()}", f"--window-size={args.size}")
+                dom = chromium(page, profile, "--dump-dom").stdout
+                name = trial.data.tags.get("radiogen.run_name", "")
+                print(f"  trial run {name}: page shows its name {name in dom}, val/frechet_radiomic "
+                      f"{'val/frechet_radiomic' in dom}; screenshot {shot}")
+                missing += [] if name in dom else [name]
             evals = [r for r in runs if r.data.tags.get("radiogen.kind") == "eval"]
             if evals:
                 run = evals[0]
