@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +61,11 @@ def quiet_worker() -> None:
     for handler in logging.getLogger().handlers:
         if type(handler).__name__ == "PlainRayHandler":  # Ray Train's console handler on the worker's root logger
             handler.setLevel(logging.WARNING)
+    # Prints go straight to the worker's log file (no print patch): flush each line, so that what a worker said
+    # is in its log even when Ray ends the process without flushing.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
 
 
 def train_logging():
