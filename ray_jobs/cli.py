@@ -47,7 +47,8 @@ def add_run_arguments(p: argparse.ArgumentParser, per: str = "") -> None:
                         "does not see the submitting shell's environment")
     p.add_argument("--log-every", type=int, default=10, help="steps per metric record (default 10)")
     p.add_argument("--val-size", type=int, default=32, help="validation slices (default 32)")
-    p.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint (default 2)")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="worker-group restarts from the last checkpoint (default 2)")
     p.add_argument("--data-timeout", type=float, default=300.0,
                    help="fail when the data pipeline yields no batch for this many seconds (default 300; 0 = "
                         "wait forever)")
@@ -103,15 +104,6 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     return p
 
 
-def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from .eval import add_arguments  # argparse only at import
-
-    p = _command_parser(subparsers, "eval", "ray_jobs.eval", "evaluate a trained generator: figures, realism, "
-                        "conditioning, the radiogenomic map vs the classical pipeline (and vs truth), report")
-    add_arguments(p)
-    return p
-
-
 def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = _command_parser(subparsers, "sweep", "ray_jobs.sweep", "many trainings as Ray Tune trials: Optuna search "
                         "with ASHA early stopping, or an ablation grid (variants x seeds), compared in MLflow")
@@ -119,21 +111,12 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     return p
 
 
-def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from .bench.run import add_arguments  # argparse only at import
-
-    p = _command_parser(subparsers, "bench", "ray_jobs.bench.run", "benchmark every stage (prep, ingest, train, "
-                        "sweep, GPU) against its ceiling: JSON + a markdown table of ratios")
-    add_arguments(p)
-    return p
-
-
-def add_demo_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from .demo import add_arguments  # argparse only at import (yaml)
-
-    p = _command_parser(subparsers, "demo", "ray_jobs.demo", "the main job end to end on a synthetic cohort: "
-                        "cohort -> prep -> sweep -> MC-GAN baseline -> eval, and what was learned")
-    add_arguments(p)
+def add_module_parser(subparsers: argparse._SubParsersAction, name: str, module: str, help: str
+                      ) -> argparse.ArgumentParser:
+    """A subcommand whose flags `module.add_arguments` defines (such modules import only argparse-light packages
+    at top level, so building the parser stays cheap)."""
+    p = _command_parser(subparsers, name, module, help)
+    importlib.import_module(module).add_arguments(p)
     return p
 
 
@@ -148,9 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_prep_parser(sub).set_defaults(handler="data_prep.prep:_run")
     add_train_parser(sub).set_defaults(handler="ray_jobs.train:run")
     add_sweep_parser(sub).set_defaults(handler="ray_jobs.sweep:run")
-    add_eval_parser(sub).set_defaults(handler="ray_jobs.eval:run")
-    add_bench_parser(sub).set_defaults(handler="ray_jobs.bench.run:run")
-    add_demo_parser(sub).set_defaults(handler="ray_jobs.demo:run")
+    add_module_parser(sub, "eval", "ray_jobs.eval", "evaluate a trained generator: figures, realism, conditioning, "
+                      "the radiogenomic map vs the classical pipeline (and vs truth), report"
+                      ).set_defaults(handler="ray_jobs.eval:run")
+    add_module_parser(sub, "bench", "ray_jobs.bench.run", "benchmark every stage (prep, ingest, train, sweep, GPU) "
+                      "against its ceiling: JSON + a markdown table of ratios"
+                      ).set_defaults(handler="ray_jobs.bench.run:run")
+    add_module_parser(sub, "demo", "ray_jobs.demo", "the main job end to end on a synthetic cohort: cohort -> prep "
+                      "-> sweep -> MC-GAN baseline -> eval, and what was learned"
+                      ).set_defaults(handler="ray_jobs.demo:run")
     register_core(sub)
     return parser
 
