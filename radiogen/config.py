@@ -458,18 +458,31 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def set_values(data: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `data` with dotted keys (`section.field`) set to Python values, as they are: the path a swept
+    value takes into a trial's config (no string round trip; `from_dict` then checks it like any YAML value)."""
     out = copy.deepcopy(data)
-    for text in overrides:
-        path, value = parse_override(text)
-        node = out
+    for key, value in values.items():
+        path, node = key.split("."), out
         for i, part in enumerate(path[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {text}: '{'.'.join(path[:i + 1])}' is a value, not a section")
+                raise ConfigError(f"{key}: '{'.'.join(path[:i + 1])}' is a value, not a section")
             node = child
         node[path[-1]] = value
     return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`data` with `--set section.key=VALUE` strings applied (each VALUE read as YAML)."""
+    out = data
+    for text in overrides:
+        path, value = parse_override(text)
+        try:
+            out = set_values(out, {".".join(path): value})
+        except ConfigError as err:
+            raise ConfigError(f"--set {text}: {str(err).split(': ', 1)[1]}") from None
+    return out if overrides else copy.deepcopy(data)
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:

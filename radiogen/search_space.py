@@ -35,7 +35,6 @@ This module is pure Python + YAML: Tune, Optuna and MLflow live in ray_jobs/swee
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError, ExperimentConfig, apply_overrides, from_dict, read_yaml
+from .config import ConfigError, ExperimentConfig, apply_overrides, from_dict, read_yaml, set_values
 
 KINDS = ("loguniform", "uniform", "int", "choice")
 MODES = ("min", "max")
@@ -153,22 +152,19 @@ class SweepSpec:
 # Building a trial's config.
 
 
-def _set_values(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """`data` with dotted keys set to Python values (through the config's --set path; JSON is YAML)."""
-    return apply_overrides(data, [f"{key}={json.dumps(value)}" for key, value in values.items()])
-
-
 def base_data(spec: SweepSpec, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """The base experiment as plain data with the file's `set:`, the command line's --set and the budget applied."""
-    data = apply_overrides(_set_values(read_yaml(spec.experiment), spec.fixed), list(overrides))
-    return _set_values(data, {"train.max_steps": spec.max_steps})
+    """The base experiment as plain data with the file's `set:`, the command line's --set and the budget applied
+    (a sweep's driver builds it once; every trial starts from it)."""
+    data = apply_overrides(set_values(read_yaml(spec.experiment), spec.fixed), list(overrides))
+    return set_values(data, {"train.max_steps": spec.max_steps})
 
 
 def trial_config(spec: SweepSpec, values: dict[str, Any], overrides: list[str] | tuple[str, ...] = (),
                  seed: int | None = None, base: dict[str, Any] | None = None) -> ExperimentConfig:
-    """The config of one trial: base experiment + fixed values + --set + the trial's values (+ its seed)."""
-    data = _set_values(base if base is not None else base_data(spec, overrides), values)
-    return from_dict(ExperimentConfig, data if seed is None else _set_values(data, {"train.seed": seed}))
+    """The config of one trial, built once: base experiment + fixed values + --set + the trial's values (+ its seed)
+    set on the nested data, then checked by `from_dict`."""
+    values = values if seed is None else {**values, "train.seed": seed}
+    return from_dict(ExperimentConfig, set_values(base if base is not None else base_data(spec, overrides), values))
 
 
 def read_value(cfg: ExperimentConfig, key: str) -> Any:

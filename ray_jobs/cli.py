@@ -36,7 +36,7 @@ def add_run_arguments(p: argparse.ArgumentParser, per: str = "") -> None:
     p.add_argument("--gpu", action="store_true", help="one GPU per worker (Ray path); --local uses CUDA when present")
     p.add_argument("--cpus-per-worker", type=float, default=None,
                    help="CPUs reserved per worker (default: min(1, (cluster CPUs - 1) / workers), leaving one "
-                        "CPU for Ray Data)")
+                        "CPU for Ray Data; a sweep's direct trial: its CPUs, default one per trial)")
     p.add_argument("--experiment", default="radiogen", help="MLflow experiment name (default radiogen)")
     p.add_argument("--runs-dir", default="runs",
                    help="checkpoints, Ray results and (without a tracking URI) the sqlite tracking store "
@@ -64,6 +64,7 @@ def add_run_arguments(p: argparse.ArgumentParser, per: str = "") -> None:
 
 DATA_MODES = ("auto", "memory", "streaming")  # radiogen.data.DATA_MODES (a test keeps them equal)
 SWEEP_MODES = ("search", "grid")  # radiogen.search_space.SWEEP_MODES (a test keeps them equal)
+TRIAL_MODES = ("auto", "direct", "train")
 
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,13 +79,20 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=SWEEP_MODES, default=None,
                    help="search (Optuna + ASHA over `space:`) or grid (`grid:` variants x seeds); default: the file's")
     p.add_argument("--max-concurrent", type=int, default=None,
-                   help="trials at a time (default: as many as the cluster fits at the per-worker CPUs `radiogen "
-                        "train` would use; with this flag and no --cpus-per-worker, workers are sized so that N "
-                        "trials fit)")
+                   help="trials at a time (default: direct trials one per CPU; Ray Train trials as many as fit at "
+                        "the per-worker CPUs `radiogen train` would use; with this flag and no --cpus-per-worker, "
+                        "trials are sized so that N fit)")
     p.add_argument("--name", default=None, help="sweep name (default: <sweep file name>-<time>)")
     p.add_argument("--resume", default=None, metavar="NAME",
                    help="continue the sweep NAME after its driver died: unfinished trials resume from their "
                         "checkpoints, finished ones are kept, the same MLflow parent run is reused")
+    p.add_argument("--trial-mode", choices=TRIAL_MODES, default="auto",
+                   help="direct: each trial trains in its own Tune process (one worker, data in memory: no Ray Train "
+                        "or Ray Data start-up, trials fill every CPU); train: each trial is a Ray Train run; auto "
+                        "(default): direct when --num-workers is 1 and the data fits in memory")
+    p.add_argument("--log-models", choices=("best", "all"), default="best",
+                   help="which trials log an MLflow pyfunc model beside their weights: the best one, at the sweep's "
+                        "end (default), or all of them")
     add_run_arguments(p, per=" per trial")
 
 

@@ -35,6 +35,7 @@ from radiogen.genes import GeneStats
 from radiogen.models import build_generator
 
 WEIGHTS_FORMAT = "radiogen-generator"
+WEIGHTS_FILE = "generator_ema_weights.pt"
 WEIGHTS_VERSION = 1
 
 
@@ -83,6 +84,11 @@ def load_weights(path: str | Path) -> RawExpressionGenerator:
     G = build_generator(from_dict(ExperimentConfig, payload["config"]))
     G.load_state_dict(payload["state_dict"])
     return RawExpressionGenerator(G, payload["gene_names"], GeneStats.from_dict(payload["gene_stats"])).eval()
+
+
+def weights_config(path: str | Path) -> dict[str, Any]:
+    """The experiment config stored in a weights-only file."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)["config"]
 
 
 def predict_arrays(module: RawExpressionGenerator, background: np.ndarray, genes: np.ndarray,

@@ -27,7 +27,7 @@ import torch
 
 from radiogen import schema
 from radiogen.checkpoint import load_checkpoint, save_checkpoint
-from radiogen.config import ExperimentConfig, from_dict, to_dict
+from radiogen.config import ExperimentConfig, to_dict
 from radiogen.data import GeneLookup, MismatchPool, Slices, assemble_batch, decode_pairs
 from radiogen.figures import fig2_grid, save_figure
 from radiogen.genes import GeneStats
@@ -35,7 +35,8 @@ from radiogen.evaluation.synthesis import map_quality
 from radiogen.metrics import background_l1, realism_report
 from radiogen.train_step import TrainState, build_training, local_rng, refresh_ema_bn, train_step
 
-from .tracking import Tracker
+from .phases import Phases
+from .tracking import RunRequest, Tracker
 
 STATE_FILE = "state.pt"
 MAP_BACKGROUNDS = 8  # fixed validation backgrounds every subject's genes are drawn over for val/map_quality
@@ -48,10 +49,11 @@ T = TypeVar("T")
 class RunSettings:
     """Everything a worker needs, as plain data (it crosses the Ray boundary)."""
 
-    config: dict[str, Any]
-    """The resolved ExperimentConfig as a dict."""
+    config: ExperimentConfig
+    """The resolved experiment config, built once by the command or the sweep trial (it pickles across Ray)."""
     tracking_uri: str
-    run_id: str
+    run_id: str | None
+    """The MLflow run to log into; None when `run_request` names one that rank 0 opens itself."""
     genes: dict[str, Any]
     """{"subject_ids", "values" (raw, subjects x genes), "stats" (GeneStats dict), "names"}: joined on the worker."""
     pool: Records = field(default_factory=dict)
@@ -76,6 +78,13 @@ class RunSettings:
     fail_at_step: int | None = None
     """Test-only: the last rank raises once at this step (a marker file makes it fire only once)."""
     fail_marker: str | None = None
+    run_request: RunRequest | None = None
+    """A sweep's Train-path trial: the run rank 0 opens (or re-attaches), so one process per trial opens MLflow."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Unix times of the phases reached before the loop (start, mlflow_open, data_ready; ray_jobs/phases.py)."""
+    log_model: str = "full"
+    """What rank 0 logs at the end: "full" (weights + an MLflow pyfunc model) or "weights" (a sweep's trials: the
+    sweep logs the best trial's model once, from its weights)."""
 
 
 class Session(Protocol):
@@ -244,17 +253,17 @@ def validate(state: TrainState, pairs: tuple, step: int, figure_dir: Path,
     return metrics, figure
 
 
-def _read_records(checkpoint: Path) -> list[dict[str, Any]]:
+def read_checkpoint_records(checkpoint: Path) -> list[dict[str, Any]]:
     path = checkpoint / METRICS_FILE
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def fit(settings: RunSettings, session: Session) -> dict[str, float]:
-    cfg: ExperimentConfig = from_dict(ExperimentConfig, settings.config)
-    t, rank0 = cfg.train, session.rank == 0
+    cfg, t, rank0 = settings.config, settings.config.train, session.rank == 0
     images_per_step = t.batch_size * session.world_size
     genes = GeneLookup(settings.genes["subject_ids"], settings.genes["values"],
                        GeneStats.from_dict(settings.genes["stats"]))
+    phases = Phases(settings.phases)
 
     # Setup: a fresh model, or everything back from the last committed checkpoint.
     torch.manual_seed(t.seed)  # identical initial weights on every rank
@@ -264,10 +273,11 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
         state = build_training(cfg, session.device)
     else:
         state, extra = load_checkpoint(latest / STATE_FILE, session.device)
-        epoch, records = int(extra["epoch"]), _read_records(latest)
+        epoch, records = int(extra["epoch"]), read_checkpoint_records(latest)
         if rank0:
             print(f"resumed from {latest} at step {state.step}, epoch {epoch}")
     state.G, state.D = session.wrap(state.G), session.wrap(state.D)
+    phases.mark("model_built")
     torch.manual_seed(seed_for(t.seed, session.rank, state.step))
     tracker = Tracker(settings.tracking_uri, settings.run_id) if rank0 else None
     sent = tracker.last_step("loss/G/total") if tracker else -1
@@ -289,6 +299,15 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
             except Exception as err:  # noqa: BLE001 - the tracker must never stop training
                 print(f"tracking: {len(unsent)} metric records not sent yet ({err}); they are kept in {METRICS_FILE}")
 
+    def send_phases() -> None:
+        """Start-up timings go straight to the tracker (not metrics.jsonl): they belong to this attempt only."""
+        times = phases.unsent()
+        if tracker and times:
+            try:
+                tracker.log_records([{"step": state.step, "metrics": times}])
+            except Exception as err:  # noqa: BLE001
+                print(f"tracking: phase timings not sent ({err})")
+
     def commit() -> None:
         ckpt = None
         if rank0:
@@ -299,73 +318,95 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
             (ckpt / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
         pending.clear()
         last = records[-1]["metrics"] if records else {}
-        session.commit(ckpt, state.step, {"step": state.step, **{k: v for k, v in last.items() if k.startswith("loss/")}})
+        phases.mark("first_report")
+        phases.mark("last_report", again=True)
+        send_phases()  # before the report: a sweep's scheduler may stop the trial inside it
+        try:
+            session.commit(ckpt, state.step, {"step": state.step,
+                                              **{k: v for k, v in last.items() if k.startswith("loss/")}})
+        except SystemExit:  # a sweep's scheduler stopped the trial once this report was committed: log it first
+            send_unsent()
+            raise
         if ckpt is not None:
             shutil.rmtree(ckpt, ignore_errors=True)
         send_unsent()
         torch.manual_seed(seed_for(t.seed, session.rank, state.step))
 
-    send_unsent()  # a resumed run first delivers what its checkpoint holds but MLflow never got
-    window = MetricWindow()
-    mismatch_rng = torch.Generator()
-    pool_masks = torch.from_numpy(schema.decode_masks(settings.pool["mask"], cfg.data.image_size).astype(np.float32))
-    pool = MismatchPool([str(s) for s in settings.pool["subject_id"]], pool_masks[:, None].to(session.device))
-    train_genes = genes.to(session.device)  # joined where the slices are (no host copy per step on a GPU)
-    progress = Progress(t.max_steps, state.step) if rank0 and settings.progress_every else None
-    val_pairs = decode_pairs(settings.validation["nodules"], settings.validation["backgrounds"], genes,
-                             cfg.data.image_size) if rank0 and settings.validation else None
-    reference = settings.validation.get("map") if rank0 else None
-    map_reference = (genes(list(reference["subject_ids"])), reference["phenotype"]) if reference else None
-    while state.step < t.max_steps:
-        batches = watched(session.epoch_batches(epoch, t.batch_size), settings.data_timeout,
-                          f"rank {session.rank}, epoch {epoch}")
-        stepped = False
+    try:
+        send_unsent()  # a resumed run first delivers what its checkpoint holds but MLflow never got
+        window = MetricWindow()
+        mismatch_rng = torch.Generator()
+        pool_masks = torch.from_numpy(schema.decode_masks(settings.pool["mask"], cfg.data.image_size)
+                                      .astype(np.float32))
+        pool = MismatchPool([str(s) for s in settings.pool["subject_id"]], pool_masks[:, None].to(session.device))
+        train_genes = genes.to(session.device)  # joined where the slices are (no host copy per step on a GPU)
+        progress = Progress(t.max_steps, state.step) if rank0 and settings.progress_every else None
+        val_pairs = decode_pairs(settings.validation["nodules"], settings.validation["backgrounds"], genes,
+                                 cfg.data.image_size) if rank0 and settings.validation else None
+        reference = settings.validation.get("map") if rank0 else None
+        map_reference = (genes(list(reference["subject_ids"])), reference["phenotype"]) if reference else None
         while state.step < t.max_steps:
-            tick = time.perf_counter()
-            pair = next(batches, None)
-            if pair is None:
-                break
-            stepped = True
-            mismatch_rng.manual_seed(seed_for(t.seed, session.rank, state.step))
-            batch = assemble_batch(*pair, train_genes, mismatch_rng, pool)
-            batch = batch.to(session.device, t.channels_last)
-            wait = time.perf_counter() - tick
+            batches = watched(session.epoch_batches(epoch, t.batch_size), settings.data_timeout,
+                              f"rank {session.rank}, epoch {epoch}")
+            stepped = False
+            while state.step < t.max_steps:
+                tick = time.perf_counter()
+                pair = next(batches, None)
+                if pair is None:
+                    break
+                stepped = True
+                mismatch_rng.manual_seed(seed_for(t.seed, session.rank, state.step))
+                batch = assemble_batch(*pair, train_genes, mismatch_rng, pool)
+                batch = batch.to(session.device, t.channels_last)
+                wait = time.perf_counter() - tick
 
-            if settings.fail_at_step == state.step + 1 and session.rank == session.world_size - 1 \
-                    and settings.fail_marker and not Path(settings.fail_marker).exists():
-                Path(settings.fail_marker).touch()
-                raise RuntimeError(f"injected failure at step {state.step + 1} (test setting fail_at_step)")
+                if settings.fail_at_step == state.step + 1 and session.rank == session.world_size - 1 \
+                        and settings.fail_marker and not Path(settings.fail_marker).exists():
+                    Path(settings.fail_marker).touch()
+                    raise RuntimeError(f"injected failure at step {state.step + 1} (test setting fail_at_step)")
 
-            window.add(train_step(state, batch), wait)
-            step = state.step
-            if step % settings.log_every == 0 or step == t.max_steps:
-                pending.append({"step": step, "metrics": window.flush(images_per_step)})
-                if progress is not None:
-                    progress.add(pending[-1]["metrics"])
-                    if step % settings.progress_every == 0 or step == t.max_steps:
-                        print(progress.line(step), flush=True)
-            if val_pairs is not None and (step % settings.val_every == 0 or step == t.max_steps):
-                val, figure = validate(state, val_pairs, step, scratch / "figures", map_reference)
-                pending.append({"step": step, "metrics": val})
-                try:
-                    tracker.log_artifact(figure, "figures")  # named by step: a re-run overwrites, never duplicates
-                except Exception as err:  # noqa: BLE001
-                    print(f"tracking: figure {figure.name} not uploaded ({err})")
-            if step % settings.checkpoint_every == 0 or step == t.max_steps:
-                commit()
-        epoch += 1
-        if not stepped:
-            raise schema.SchemaError("the training split yields no full batch on this worker; lower "
-                                     "train.batch_size or --num-workers, or prepare more subjects")
+                window.add(train_step(state, batch), wait)
+                phases.mark("first_step")
+                step = state.step
+                if step % settings.log_every == 0 or step == t.max_steps:
+                    pending.append({"step": step, "metrics": window.flush(images_per_step)})
+                    if progress is not None:
+                        progress.add(pending[-1]["metrics"])
+                        if step % settings.progress_every == 0 or step == t.max_steps:
+                            print(progress.line(step), flush=True)
+                if val_pairs is not None and (step % settings.val_every == 0 or step == t.max_steps):
+                    val, figure = validate(state, val_pairs, step, scratch / "figures", map_reference)
+                    pending.append({"step": step, "metrics": val})
+                    try:
+                        tracker.log_artifact(figure, "figures")  # named by step: a re-run overwrites, never duplicates
+                    except Exception as err:  # noqa: BLE001
+                        print(f"tracking: figure {figure.name} not uploaded ({err})")
+                if step % settings.checkpoint_every == 0 or step == t.max_steps:
+                    commit()
+            epoch += 1
+            if not stepped:
+                raise schema.SchemaError("the training split yields no full batch on this worker; lower "
+                                         "train.batch_size or --num-workers, or prepare more subjects")
 
-    final = records[-1]["metrics"] if records else {}
-    if progress is not None:
-        print(progress.summary(latest_of(records)), flush=True)
-    if rank0:
-        try:
-            tracker.log_generator(state.G_ema.cpu(), to_dict(cfg), settings.genes.get("names", []),
-                                  settings.genes["stats"])
-        except Exception as err:  # noqa: BLE001
-            print(f"tracking: final model not logged ({err}); it is in the last checkpoint")
-    shutil.rmtree(scratch, ignore_errors=True)
-    return final
+        final = records[-1]["metrics"] if records else {}
+        if progress is not None:
+            print(progress.summary(latest_of(records)), flush=True)
+        if rank0:
+            log_final_model(tracker, state, settings)
+        phases.mark("end")
+        send_phases()
+        return final
+    finally:  # also when a sweep's scheduler stops the trial inside a report
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def log_final_model(tracker: Tracker, state: TrainState, settings: RunSettings) -> None:
+    """The EMA generator's weights (always) and, with log_model "full", the MLflow pyfunc model over them."""
+    cfg, genes = to_dict(settings.config), settings.genes
+    try:
+        if settings.log_model == "full":
+            tracker.log_generator(state.G_ema.cpu(), cfg, genes.get("names", []), genes["stats"])
+        else:
+            tracker.log_weights(state.G_ema.cpu(), cfg, genes.get("names", []), genes["stats"])
+    except Exception as err:  # noqa: BLE001
+        print(f"tracking: final model not logged ({err}); it is in the last checkpoint")

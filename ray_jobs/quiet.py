@@ -111,6 +111,15 @@ def recapture() -> None:
         _capture(_active[-1])
 
 
+def quiet_mlflow() -> None:
+    """In a driver within quiet_logs: MLflow's artifact progress bars off and its log records into the log file.
+    Importing mlflow installs its own handler, so import it here first and capture its logger again."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow  # noqa: F401
+
+    recapture()
+
+
 def ray_log_dir() -> str:
     """The Ray session's log folder (workers' stdout/stderr, ray-data.log, Ray Train's logs)."""
     try:

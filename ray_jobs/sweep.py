@@ -4,76 +4,53 @@ The sweep file (ablations/sweep_*.yaml; format in radiogen/search_space.py and d
 experiment and either a search space (mode: search - Optuna's TPE, seeded, proposes configurations; ASHA
 stops hopeless ones early on a validation metric; several objectives give a Pareto front) or an ablation grid
 (mode: grid - variants x seeds, each to the full budget, reported as mean ± std per variant and the paired
-difference to the reference with a 95% interval). Every trial is a training run exactly as `radiogen train`
-makes it, as a nested MLflow run under the sweep's parent run.
+difference to the reference with a 95% interval). Every trial is a training run of the shared loop, as a nested
+MLflow run under the sweep's parent run.
+
+A trial of one worker whose data fits in memory trains directly in its Tune trial's process (ray_jobs/direct_trial.py:
+no Ray Train or Ray Data start-up, so trials fill every CPU, one torch thread per CPU); more workers or streamed
+data make each trial a Ray Train run (--trial-mode says which). The driver does once what every trial shares:
+the config, the dataset's fingerprint, the code version, the training split (read once into Ray's object store,
+or materialised once as Ray Datasets).
 
 Checked before any trial starts (exit 2): the sweep file and search space (unknown parameters, empty choices,
 reversed bounds, conditions no variant satisfies, values the config rejects), the dataset, the tracking store
-and the cluster's resources. Trials run as many at a time as the cluster fits while one CPU stays free for Ray
-Data (--max-concurrent N sizes the workers so that N fit). Trials stopped by ASHA reach Optuna as PRUNED and
-their MLflow runs end KILLED. When the driver dies, `--resume NAME` continues: finished trials are kept,
-unfinished ones resume from their checkpoints, the same MLflow parent run is reused. At the end the leaderboard
-is printed; it, the best config (accepted by `radiogen train --config`), the grid table and Optuna's plots are
-artifacts of the parent run. Ray's own logs go to files whose path is printed.
+and the cluster's resources. Trials stopped by ASHA reach Optuna as PRUNED and their MLflow runs end KILLED.
+When the driver dies, `--resume NAME` continues: finished trials are kept, unfinished ones resume from their
+checkpoints, the same MLflow parent run is reused. At the end the leaderboard is printed; it, the best config
+(accepted by `radiogen train --config`), the grid table and Optuna's plots are artifacts of the parent run, and
+the best trial carries the MLflow pyfunc model (every trial carries its weights). Ray's own logs go to files
+whose path is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import math
-import signal
+import os
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from radiogen import schema
-from radiogen.config import ConfigError, dump_yaml
-from radiogen.search_space import SearchSpaceError, SweepSpec, load_sweep, trial_config
+from radiogen.config import ConfigError, dump_yaml, set_values
 from radiogen.data import DatasetMismatch
+from radiogen.search_space import SearchSpaceError, SweepSpec, base_data, load_sweep, trial_config
 
 from .cli import add_sweep_arguments as add_arguments
+from .quiet import quiet_logs, quiet_mlflow, ray_log_dir
+from .ray_train import training_datasets
+from .resources import (RAY_DATA_CPUS, TRIAL_DRIVER_CPUS, ResourceMismatch, TrialPlan, choose_data_mode, cluster_size,
+                        connect_ray, plan_trials)
+from .run_inputs import RunIdentity, TooFewSubjects, read_inputs, resolve_config
+from .signals import Sigterm
+from .sweep_events import activate, describe
 from .sweep_report import TrialRow, best, grid_table, leaderboard_table, markdown, optuna_plots, rank, write_csv
-from .sweep_trial import (SWEEP_TAG, TRIAL_DRIVER_CPUS, SweepContext, activate, config_of, describe, trial_run_name,
-                          trial_values)
-from .tracking import (RunFinished, TrackingUnavailable, Tracker, check_tracking, code_version, default_tracking_uri,
-                       experiment_id, find_run, flatten, open_run, ui_hint, with_retry)
-from .quiet import quiet_logs, ray_log_dir
-from .train import (RAY_DATA_CPUS, RUN_NAME, ResourceMismatch, Sigterm, TooFewSubjects, choose_data_mode, connect_ray,
-                    plan_cpus_per_worker, read_inputs, resolve_config)
-
-"""The tag MLflow 3's UI reads to show an experiment as model training (not GenAI)."""
-
-
-def plan_trials(cpus: float, gpus: float, num_workers: int, requested: float | None, gpu: bool,
-                max_concurrent: int | None) -> tuple[float, int]:
-    """(CPUs per worker, trials at a time) such that the trials' workers and drivers leave RAY_DATA_CPUS free."""
-    if max_concurrent is not None and max_concurrent < 1:
-        raise ResourceMismatch(f"--max-concurrent must be at least 1, got {max_concurrent}")
-    n = max_concurrent or 1
-    if gpu and gpus < num_workers * n:
-        raise ResourceMismatch(f"--gpu: {n} trial(s) x {num_workers} worker(s) need {num_workers * n} GPUs but the "
-                               f"cluster has {gpus:g}; lower --max-concurrent or --num-workers, or leave out --gpu")
-    budget = cpus - TRIAL_DRIVER_CPUS * n
-    if requested is None and max_concurrent:
-        try:  # the workers of N trials sized together, like one training of N x workers
-            cpw = plan_cpus_per_worker(budget, gpus, num_workers * n, None, False)
-        except ResourceMismatch:
-            raise ResourceMismatch(f"--max-concurrent {n} x --num-workers {num_workers} on a cluster of {cpus:g} "
-                                   f"CPUs leaves too little CPU per worker after {RAY_DATA_CPUS:g} CPU for Ray Data; "
-                                   f"lower --max-concurrent") from None
-    else:
-        cpw = plan_cpus_per_worker(budget, gpus, num_workers, requested, False)
-    fits = math.floor((cpus - RAY_DATA_CPUS + 1e-9) / (num_workers * cpw + TRIAL_DRIVER_CPUS))
-    if gpu:
-        fits = min(fits, math.floor(gpus / num_workers))
-    if max_concurrent and max_concurrent > fits:
-        raise ResourceMismatch(f"--max-concurrent {max_concurrent}: only {fits} trial(s) of {num_workers} worker(s) x "
-                               f"{cpw:g} CPU fit in {cpus:g} CPUs with {RAY_DATA_CPUS:g} left for Ray Data; lower "
-                               f"--max-concurrent or --cpus-per-worker")
-    return cpw, max_concurrent or fits
+from .sweep_trial import SWEEP_TAG, SweepContext, config_of, trial_run_name, trial_values
+from .tracking import (RUN_NAME, RunFinished, TrackingUnavailable, Tracker, check_tracking, default_tracking_uri,
+                       experiment_id, find_run, flatten, open_run, ui_hint)
 
 
 def sweep_dir(runs_dir: Path, name: str) -> Path:
@@ -102,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
             uri = default_tracking_uri(runs_dir, args.tracking_uri)
         manifest = schema.read_manifest(data)
         base = resolve_config(trial_config(spec, {}, overrides), manifest)
+        base_dict = set_values(base_data(spec, overrides), {"data.n_genes": base.data.n_genes})
         check_tracking(uri)
         schema.verify_dataset(data)
     except (SearchSpaceError, ConfigError, schema.SchemaError, DatasetMismatch, TrackingUnavailable) as err:
@@ -111,28 +89,38 @@ def run(args: argparse.Namespace) -> int:
     folder = sweep_dir(runs_dir, name)
     folder.mkdir(parents=True, exist_ok=True)
     with quiet_logs(folder / "driver.log"):
-        return sweep(args, name, spec, overrides, data, experiment, uri, manifest, base, folder, runs_dir)
+        return sweep(args, name, spec, overrides, data, experiment, uri, manifest, base, base_dict, folder, runs_dir)
+
+
+def choose_trial_mode(requested: str, num_workers: int, data_mode: str) -> bool:
+    """True for direct trials: `auto` takes them for one worker with in-memory data; raise ConfigError when
+    `direct` is asked for a trial that cannot be one."""
+    possible = num_workers == 1 and data_mode == "memory"
+    if requested == "direct" and not possible:
+        raise ConfigError(f"--trial-mode direct trains one worker with its data in memory; this sweep has "
+                          f"--num-workers {num_workers} and data mode {data_mode} - use --trial-mode auto or train")
+    return requested == "direct" or (requested == "auto" and possible)
 
 
 def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple[str, ...], data: Path,
-          experiment: str, uri: str, manifest: dict, base, folder: Path, runs_dir: Path) -> int:
+          experiment: str, uri: str, manifest: dict, base, base_dict: dict, folder: Path, runs_dir: Path) -> int:
     """The sweep once its inputs are checked: resources, parent run, trials, report."""
+    quiet_mlflow()
     try:
         connect_ray(args.address, log_to_driver=False)
-        import ray
-
-        total = ray.cluster_resources()
-        cpus, gpus = float(total.get("CPU", 0)), float(total.get("GPU", 0))
-        if args.resume:  # Tune restores its concurrency limit: the workers keep the size planned for it
+        cpus, gpus = cluster_size()
+        if args.resume:  # Tune restores its concurrency limit: the trials keep the plan made for it
             state = read_state(folder)
-            cpw, concurrent = state["cpus_per_worker"], state["concurrent"]
-            args.num_workers, args.gpu = state["num_workers"], state["gpu"]
+            plan = TrialPlan(**state["plan"])
+            args.num_workers, args.gpu, args.data_mode = state["num_workers"], state["gpu"], state["data_mode"]
+            data_mode = state["data_mode"]
         else:
-            cpw, concurrent = plan_trials(cpus, gpus, args.num_workers, args.cpus_per_worker, args.gpu,
-                                          args.max_concurrent)
-        inputs = read_inputs(data, manifest, base.data.image_size, args.val_size)
+            data_mode = choose_data_mode(args.data_mode, manifest, args.num_workers)
+            direct = choose_trial_mode(args.trial_mode, args.num_workers, data_mode)
+            plan = plan_trials(cpus, gpus, args.num_workers, args.cpus_per_worker, args.gpu, args.max_concurrent,
+                               direct)
+        inputs = read_inputs(data, manifest, base.data.image_size, args.val_size, train_split=plan.direct)
         check_objectives(spec, inputs.validation)
-        data_mode = choose_data_mode(args, manifest)
     except (ResourceMismatch, TooFewSubjects, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -141,32 +129,32 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
           f"objective(s) {', '.join(f'{o.metric} ({o.mode})' for o in spec.objectives)}"
           + (f", ASHA grace {spec.asha.grace_period} x{spec.asha.reduction_factor}" if spec.mode == "search"
              and spec.asha else ""))
-    print(f"resources: {concurrent} trial(s) at a time, each {args.num_workers} worker(s) x {cpw:g} CPU"
-          f"{' + 1 GPU' if args.gpu else ''}; cluster {cpus:g} CPUs, {gpus:g} GPUs; "
-          f"{cpus - concurrent * (args.num_workers * cpw + TRIAL_DRIVER_CPUS):g} CPU left for Ray Data")
+    print(resources_line(plan, args.num_workers, args.gpu, cpus, gpus))
     print(f"logs: Tune and Optuna in {folder / 'driver.log'}, trials in {ray_log_dir()}")
 
     artifact_root = runs_dir / "mlartifacts" if uri.startswith("sqlite:") else None
+    identity = RunIdentity.of(data)
     try:
         exp_id = experiment_id(uri, experiment, artifact_root)
-        parent = open_run(uri, experiment, name, parent_params(spec, overrides, data, args, cpw, concurrent),
+        parent = open_run(uri, experiment, name, parent_params(spec, overrides, data, args, plan),
                           {SWEEP_TAG: name, "radiogen.sweep_role": "parent", "radiogen.ablation": base.name,
-                           "radiogen.code_version": code_version(),
-                           "radiogen.dataset_fingerprint": schema.dataset_fingerprint(data)}, artifact_root)
+                           "radiogen.code_version": identity.code_version,
+                           "radiogen.dataset_fingerprint": identity.fingerprint}, artifact_root)
     except RunFinished:
         print(f"error: sweep {name!r} finished already; its report is in {folder / 'report'}", file=sys.stderr)
         return 2
-    reopen(uri, parent)
     if not args.resume:
         write_state(folder, {"spec": spec.to_dict(), "overrides": list(overrides), "data": str(data),
-                             "experiment": experiment, "uri": uri, "parent_run_id": parent, "cpus_per_worker": cpw,
-                             "concurrent": concurrent, "num_workers": args.num_workers, "gpu": args.gpu})
+                             "experiment": experiment, "uri": uri, "parent_run_id": parent, "plan": asdict(plan),
+                             "num_workers": args.num_workers, "gpu": args.gpu, "data_mode": data_mode})
     print(f"sweep {name} (MLflow parent run {parent}) tracking at {uri}")
-    ctx = SweepContext(name=name, spec=spec, overrides=overrides, inputs=inputs, uri=uri, experiment=experiment,
-                       exp_id=exp_id, parent_run_id=parent, artifact_root=artifact_root, train_storage=folder / "train",
-                       num_workers=args.num_workers, gpu=args.gpu, cpus_per_worker=cpw, log_every=args.log_every,
-                       data_timeout=args.data_timeout, max_failures=args.max_failures, shuffle=not args.no_shuffle,
-                       data_mode=data_mode)
+    datasets = None if plan.direct else training_datasets(inputs.files, not args.no_shuffle, data_mode)
+    ctx = SweepContext(name=name, spec=spec, base=base_dict, inputs=inputs, identity=identity, uri=uri,
+                       experiment=experiment, exp_id=exp_id, parent_run_id=parent, artifact_root=artifact_root,
+                       train_storage=folder / "train", plan=plan, num_workers=args.num_workers, gpu=args.gpu,
+                       log_every=args.log_every, data_timeout=args.data_timeout, max_failures=args.max_failures,
+                       shuffle=not args.no_shuffle, data_mode=data_mode, datasets=datasets,
+                       log_models=args.log_models)
     activate(ctx, sys.stdout)
     # Tune saves the experiment's state at most this often: a trial that finished stays finished after the
     # driver dies (a later save window would re-run it; its finished MLflow run would then only be re-reported).
@@ -176,7 +164,7 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
     status = "FAILED"
     with Sigterm() as stop:
         try:
-            trials = fit_trials(ctx, folder, concurrent, resume=bool(args.resume))
+            trials = fit_trials(ctx, folder, plan.concurrent, resume=bool(args.resume))
             unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
             if unfinished:
                 raise KeyboardInterrupt(f"{len(unfinished)} trial(s) unfinished")
@@ -187,7 +175,7 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
             status = "KILLED"
             close_unfinished(ctx)
             print(f"sweep {name} interrupted; continue it with --resume {name} (same --runs-dir)", file=sys.stderr)
-            return 128 + (signal.SIGTERM if stop.received else signal.SIGINT)
+            return stop.exit_code()
         finally:
             try:
                 Tracker(uri, parent).finish(status)
@@ -198,6 +186,19 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
         return 1
     print(f"sweep {name} finished; report in {folder / 'report'}; {ui_hint(uri)}")
     return 0
+
+
+def resources_line(plan: TrialPlan, num_workers: int, gpu: bool, cpus: float, gpus: float) -> str:
+    """What the trials take, and why (printed before any trial starts)."""
+    cluster = f"cluster {cpus:g} CPUs, {gpus:g} GPUs"
+    if plan.direct:
+        return (f"resources: {plan.concurrent} trial(s) at a time, each one process training directly (direct "
+                f"trials: one worker, data in memory) with {plan.cpus:g} CPU{' + 1 GPU' if gpu else ''} and "
+                f"{plan.threads} torch thread(s); {cluster}")
+    left = cpus - plan.concurrent * (num_workers * plan.cpus + TRIAL_DRIVER_CPUS)
+    return (f"resources: {plan.concurrent} trial(s) at a time, each a Ray Train run of {num_workers} worker(s) x "
+            f"{plan.cpus:g} CPU{' + 1 GPU' if gpu else ''} ({plan.threads} torch thread(s) each); {cluster}; "
+            f"{left:g} CPU left for Ray Data (at least {RAY_DATA_CPUS:g})")
 
 
 def check_objectives(spec: SweepSpec, validation: dict) -> None:
@@ -216,7 +217,10 @@ def read_state(folder: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"--resume: no sweep at {folder} (sweep.json missing); give the name of a sweep started "
                           f"with the same --runs-dir")
-    return json.loads(path.read_text())
+    state = json.loads(path.read_text())
+    if "plan" not in state:
+        raise ConfigError(f"--resume: {path} was written by an older radiogen (no trial plan); start a new sweep")
+    return state
 
 
 def write_state(folder: Path, state: dict) -> None:
@@ -225,17 +229,8 @@ def write_state(folder: Path, state: dict) -> None:
     tmp.replace(folder / "sweep.json")
 
 
-def reopen(uri: str, run_id: str) -> None:
-    """A resumed sweep's parent run (KILLED when its driver was stopped) runs again."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(uri)
-    if client.get_run(run_id).info.status != "RUNNING":
-        with_retry(lambda: client.update_run(run_id, status="RUNNING"), "reopen run")
-
-
-def parent_params(spec: SweepSpec, overrides: tuple[str, ...], data: Path, args: argparse.Namespace, cpw: float,
-                  concurrent: int) -> dict:
+def parent_params(spec: SweepSpec, overrides: tuple[str, ...], data: Path, args: argparse.Namespace,
+                  plan: TrialPlan) -> dict:
     space = {p.key: (f"choice{list(p.choices)}" if p.kind == "choice" else f"{p.kind}[{p.low}, {p.high}]")
                     + (f" when {dict(p.when)}" if p.when else "") for p in spec.space}
     return flatten("sweep", {
@@ -245,8 +240,9 @@ def parent_params(spec: SweepSpec, overrides: tuple[str, ...], data: Path, args:
         "asha": asdict(spec.asha) if spec.asha else "off", "set": {**spec.fixed}, "overrides": " ".join(overrides),
         "space": space, "grid": {"variants": spec.grid.variants, "seeds": list(spec.grid.seeds),
                                   "reference": spec.grid.reference} if spec.grid else "none"}) | {
-        "run.data": str(data), "run.num_workers": args.num_workers, "run.cpus_per_worker": cpw,
-        "run.max_concurrent": concurrent, "run.gpu": args.gpu}
+        "run.data": str(data), "run.num_workers": args.num_workers, "run.cpus_per_worker": plan.cpus,
+        "run.max_concurrent": plan.concurrent, "run.gpu": args.gpu, "run.trial_mode": "direct" if plan.direct
+        else "ray-train", "run.torch_threads": plan.threads}
 
 
 def close_unfinished(ctx: SweepContext) -> None:
@@ -301,7 +297,8 @@ def report(ctx: SweepContext, rows: list[TrialRow], folder: Path) -> None:
                 + f"\n# Train it with: radiogen train --config best_config.yaml --data {ctx.inputs.data}\n")
         (out / "best_config.yaml").write_text(text + dump_yaml(cfg))
         files.append(out / "best_config.yaml")
-        print(f"best: trial {top.trial_id} ({scores}); config in {out / 'best_config.yaml'}")
+        model = log_best_model(ctx, top.run_id)
+        print(f"best: trial {top.trial_id} ({scores}); config in {out / 'best_config.yaml'}{model}")
     else:
         print("best: no trial completed its full budget with finite objectives; no best config written")
     if spec.mode == "search":
@@ -325,6 +322,18 @@ def report(ctx: SweepContext, rows: list[TrialRow], folder: Path) -> None:
         f"best/{o.metric}": top.metrics[o.metric] for o in spec.objectives if top is not None}}}])
     for f in files:
         tracker.log_artifact(f, "sweep")
+
+
+def log_best_model(ctx: SweepContext, run_id: str | None) -> str:
+    """Log the best trial's MLflow pyfunc model over its weights (trials log weights only: a pyfunc model costs
+    each trial seconds and megabytes); returns what to add to the printed line."""
+    if ctx.log_models != "best" or run_id is None:
+        return ""
+    try:
+        Tracker(ctx.uri, run_id).log_model_from_logged_weights()
+    except Exception as err:  # noqa: BLE001 - the sweep's results stand without it
+        return f"; its MLflow model was not logged ({err})"
+    return f"; its MLflow model: runs:/{run_id}/generator_ema"
 
 
 def best_variant(rows: list[TrialRow], spec: SweepSpec) -> str | None:

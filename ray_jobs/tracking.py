@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +27,8 @@ import radiogen
 T = TypeVar("T")
 
 RUN_NAME_TAG = "radiogen.run_name"
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""Names of runs and sweeps: they become folder names and MLflow tags."""
 # Errors that retrying cannot fix (bad request, missing run): raise at once.
 _PERMANENT = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST"}
 
@@ -172,6 +176,8 @@ def open_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], t
         if info.status == "FINISHED":
             raise RunFinished(f"run {run_name!r} of experiment {experiment!r} finished already (MLflow run "
                               f"{info.run_id}); a finished run is not resumed - choose a new --name")
+        if info.status != "RUNNING":  # a resumed run shows as running again until it ends
+            with_retry(lambda: client.update_run(info.run_id, status="RUNNING"), "reopen run")
         return info.run_id
     nesting = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
     run = with_retry(lambda: client.create_run(exp_id, run_name=run_name,
@@ -181,6 +187,24 @@ def open_run(uri: str, experiment: str, run_name: str, params: dict[str, Any], t
         with_retry(lambda chunk=items[i:i + 100]: client.log_batch(run.info.run_id, params=chunk), "log params")
     with_retry(lambda: client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()]), "log tags")
     return run.info.run_id
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A run to open (or re-attach by name): a sweep's driver makes one per Train-path trial and the trial's rank-0
+    worker opens it, so that the worker, which logs anyway, is the only process of the trial that opens MLflow."""
+
+    uri: str
+    experiment: str
+    name: str
+    params: dict[str, Any]
+    tags: dict[str, str]
+    artifact_root: Path | None = None
+    parent_run_id: str | None = None
+
+    def open(self) -> str:
+        return open_run(self.uri, self.experiment, self.name, self.params, self.tags, self.artifact_root,
+                        self.parent_run_id)
 
 
 class Tracker:
@@ -209,34 +233,49 @@ class Tracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         with_retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), f"log artifact {path}")
 
-    def log_generator(self, generator: Any, config: dict[str, Any], gene_names: list[str],
-                      gene_stats: dict[str, Any]) -> None:
-        """The final EMA generator: a weights-only file and, over it, an MLflow pyfunc model that takes raw
-        gene expression (ray_jobs/generator_model.py), with the experiment config beside them."""
-        import mlflow
-        import mlflow.pyfunc
-        import torch
-
+    def log_weights(self, generator: Any, config: dict[str, Any], gene_names: list[str],
+                    gene_stats: dict[str, Any]) -> None:
+        """The final EMA generator as a weights-only file (what `radiogen eval --run` loads), with its config."""
         from radiogen.genes import GeneStats
 
         from . import generator_model as gm
 
-        stats = GeneStats.from_dict(gene_stats)
-        module = gm.RawExpressionGenerator(generator, gene_names, stats).eval()
-        signature, example = gm.signature_and_example(module, int(config["data"]["image_size"]))
-        metadata = {"radiogen_config": json.dumps(config), "gene_names": list(gene_names), "gene_stats": stats.to_dict()}
-        requirements = [f"radiogen=={radiogen.__version__}", f"torch=={torch.__version__.split('+')[0]}",
-                        f"mlflow=={mlflow.__version__}", "numpy"]  # given, so MLflow does not infer them
-        mlflow.set_tracking_uri(self.uri)
+        with tempfile.TemporaryDirectory(prefix="radiogen-weights-") as tmp:
+            self.log_artifact(gm.save_weights(Path(tmp) / gm.WEIGHTS_FILE, generator, config, gene_names,
+                                              GeneStats.from_dict(gene_stats)))
+        with_retry(lambda: self.client.log_dict(self.run_id, config, "generator_ema_config.json"), "log config")
+
+    def log_generator(self, generator: Any, config: dict[str, Any], gene_names: list[str],
+                      gene_stats: dict[str, Any]) -> None:
+        """The final EMA generator: the weights-only file (`log_weights`) and, over it, an MLflow pyfunc model that
+        takes raw gene expression (ray_jobs/generator_model.py)."""
+        self.log_weights(generator, config, gene_names, gene_stats)
+        self.log_model_from_logged_weights()
+
+    def log_model_from_logged_weights(self) -> None:
+        """The MLflow pyfunc model (`generator_ema`) over the weights file this run logged: a sweep does this for its
+        best trial only, since a pyfunc model costs seconds and megabytes per trial."""
+        import mlflow
+        import mlflow.pyfunc
+        import torch
+
+        from . import generator_model as gm
+
         with tempfile.TemporaryDirectory(prefix="radiogen-model-") as tmp:
-            weights = gm.save_weights(Path(tmp) / "generator_ema_weights.pt", generator, config, gene_names, stats)
-            self.log_artifact(weights)
+            weights = Path(with_retry(lambda: self.client.download_artifacts(self.run_id, gm.WEIGHTS_FILE, tmp),
+                                      "download weights"))
+            module, config = gm.load_weights(weights), gm.weights_config(weights)
+            signature, example = gm.signature_and_example(module, int(config["data"]["image_size"]))
+            metadata = {"radiogen_config": json.dumps(config), "gene_names": list(module.gene_names),
+                        "gene_stats": module.stats.to_dict()}
+            requirements = [f"radiogen=={radiogen.__version__}", f"torch=={torch.__version__.split('+')[0]}",
+                            f"mlflow=={mlflow.__version__}", "numpy"]  # given, so MLflow does not infer them
+            mlflow.set_tracking_uri(self.uri)
             with mlflow.start_run(run_id=self.run_id):
                 with_retry(lambda: mlflow.pyfunc.log_model(
                     name="generator_ema", python_model=gm.__file__, artifacts={"weights": str(weights)},
                     signature=signature, input_example=example, metadata=metadata, pip_requirements=requirements),
                     "log model")
-        with_retry(lambda: self.client.log_dict(self.run_id, config, "generator_ema_config.json"), "log config")
 
     def finish(self, status: str) -> None:
         with_retry(lambda: self.client.set_terminated(self.run_id, status), "finish run")

@@ -92,7 +92,9 @@ def test_three_trial_sweep_tracks_a_parent_three_children_and_a_best_config_that
     from ray_jobs.cli import main as radiogen
 
     tmp, out = searched
-    assert "resources: 2 trial(s) at a time, each 1 worker(s) x 0.49 CPU" in out and "1 CPU left for Ray Data" in out
+    # One worker with in-memory data: direct trials, one per CPU, no CPU held back for Ray Data.
+    assert "resources: 2 trial(s) at a time, each one process training directly" in out
+    assert "with 1 CPU and 1 torch thread(s)" in out and "Ray Data" not in out
     assert "Tune configuration" not in out and "(raylet)" not in out  # Tune's and Ray's output went to the log
     client, parent, children = runs_of(mlflow_server, "three")
     assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
@@ -104,6 +106,9 @@ def test_three_trial_sweep_tracks_a_parent_three_children_and_a_best_config_that
         assert child.info.status in {"FINISHED", "KILLED"}  # never left RUNNING
         assert child.data.params["generator.final_blend"] in {"True", "False"}
         assert 1 <= float(child.data.params["loss.lambda_l1"]) <= 300 and child.data.params["train.max_steps"] == "12"
+        assert child.data.params["run.mode"] == "direct" and child.data.params["run.torch_threads"] == "1"
+        phases = {k for k in child.data.metrics if k.startswith("phase/")}
+        assert {"phase/mlflow_open_s", "phase/model_built_s", "phase/first_step_s", "phase/first_report_s"} <= phases
         assert steps_of(client, child.info.run_id, "val/l1_background")[0] == 3
         assert child.info.run_id in out  # one line per trial event, and the leaderboard, name each run
 
@@ -170,13 +175,21 @@ def lines_of(proc: subprocess.Popen) -> queue.Queue:
     return lines
 
 
-def midway(started: list[str], finished: list[str], train_dir: Path) -> dict[str, list[str]]:
-    """Unfinished trials with a checkpoint before the budget: their checkpoint folders."""
+GRID_STEPS = 30
+"""Long enough that a direct trial (~0.1 s a step here) is still training when the driver is killed."""
+
+
+def midway(started: list[str], finished: list[str], tune_dir: Path, before: int = GRID_STEPS) -> dict[str, int]:
+    """Unfinished trials with a checkpoint before step `before` (Tune keeps a direct trial's checkpoints in its
+    trial folder): the step of their newest checkpoint."""
+    from ray_jobs.loop import read_checkpoint_records
+
     out = {}
     for t in started:
-        steps = sorted(p.name for p in (train_dir / f"grid.{t}").glob("step_*"))
-        if t not in finished and steps and steps[-1] < "step_00000024":
-            out[t] = steps
+        steps = [records[-1]["step"] for p in tune_dir.glob(f"*{t}*/checkpoint_*")
+                 if (records := read_checkpoint_records(p))]
+        if t not in finished and steps and max(steps) < before:
+            out[t] = max(steps)
     return out
 
 
@@ -186,7 +199,7 @@ def grid_resumed(prepared, mlflow_server, ray_cluster, tmp_path_factory):
     trial finished and another has a checkpoint; then `--resume` completes it in this process."""
     tmp = tmp_path_factory.mktemp("grid")
     runs = tmp / "runs"
-    config = sweep_file(tmp, mode="grid", space={}, max_steps=24, grid={
+    config = sweep_file(tmp, mode="grid", space={}, max_steps=GRID_STEPS, grid={
         "seeds": [0, 1], "reference": "full", "variants": {"full": {}, "no_blend": {"generator.final_blend": False}}})
     gcs = ray_cluster.get_runtime_context().gcs_address
     cmd = [sys.executable, "-m", "ray_jobs.sweep", *sweep_args(prepared, runs, mlflow_server, config, "grid",
@@ -195,7 +208,7 @@ def grid_resumed(prepared, mlflow_server, ray_cluster, tmp_path_factory):
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"})
     lines, seen, finished, started = lines_of(proc), [], [], []
-    train_dir = runs / "sweeps" / "grid" / "train"
+    tune_dir = runs / "sweeps" / "grid" / "tune"
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
@@ -209,24 +222,28 @@ def grid_resumed(prepared, mlflow_server, ray_cluster, tmp_path_factory):
             words = line.split()
             if line.startswith("trial ") and " started" in line:
                 started.append(words[1])
-            if line.startswith("trial ") and " finished at step 24" in line:
+            if line.startswith("trial ") and f" finished at step {GRID_STEPS}" in line:
                 finished.append(words[1])
-            if finished and midway(started, finished, train_dir):
-                break
+            if finished and midway(started, finished, tune_dir, before=GRID_STEPS // 3):
+                break  # a trial a third of the way: it cannot finish in the 2 s before the kill
         else:
             pytest.fail("no finished trial and checkpointed unfinished one in time:\n" + "".join(seen))
         time.sleep(2)  # Tune saves its experiment state every second
     finally:
         proc.kill()
         proc.wait(timeout=60)
-    before = midway(started, finished, train_dir)
+    while (line := lines.get(timeout=10)) is not None:  # what it printed before it died
+        seen.append(line)
+        if line.startswith("trial ") and f" finished at step {GRID_STEPS}" in line:
+            finished.append(line.split()[1])
+    before = midway(started, finished, tune_dir)
     parent_id = json.loads((runs / "sweeps" / "grid" / "sweep.json").read_text())["parent_run_id"]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = sweep(prepared, runs, mlflow_server, None, "grid", "--resume", "grid")
     assert code == 0, out.getvalue()
     return {"tmp": tmp, "runs": runs, "out": out.getvalue(), "finished": finished, "unfinished": before,
-            "parent_id": parent_id, "train_dir": train_dir, "killed_output": "".join(seen)}
+            "parent_id": parent_id, "tune_dir": tune_dir, "killed_output": "".join(seen)}
 
 
 def test_grid_of_two_variants_and_two_seeds_gives_mean_std_and_paired_difference(grid_resumed, mlflow_server,
@@ -263,24 +280,26 @@ def test_resume_after_the_driver_died_keeps_finished_trials_and_continues_the_ot
     import ray._private.worker
 
     r = grid_resumed
-    out, train_dir = r["out"], r["train_dir"]
+    out, tune_dir = r["out"], r["tune_dir"]
     assert r["finished"] and r["unfinished"], r["killed_output"]
     for trial in r["finished"]:
         assert f"trial {trial} started" not in out  # a finished trial is not re-run
     for trial in r["unfinished"]:
-        assert f"trial {trial} started" in out and f"trial {trial} finished at step 24" in out
-    # Each unfinished trial's workers continued from the checkpoint the killed driver's trial had written (the
-    # loop says so on rank 0, in the workers' log files).
+        assert f"trial {trial} started" in out and f"trial {trial} finished at step {GRID_STEPS}" in out, \
+            r["killed_output"] + out
+    # Each unfinished trial continued from the checkpoint the killed driver's trial had written (the loop says so,
+    # in the trial process's log file).
     logs = Path(ray._private.worker._global_node.get_logs_dir_path())
     text = "".join(f.read_text(errors="replace") for f in logs.glob("worker-*.out"))
     for trial in r["unfinished"]:
-        assert f"resumed from {train_dir / f'grid.{trial}'}/step_" in text, trial
+        folder = next(tune_dir.glob(f"*{trial}*"))
+        assert f"resumed from {folder}/checkpoint_" in text, trial
 
     client, parent, children = runs_of(mlflow_server, "grid")
     assert parent.info.run_id == r["parent_id"] and parent.info.status == "FINISHED"
     assert len(children) == 4 and len({c.data.tags["radiogen.trial_id"] for c in children}) == 4  # no duplicate
     assert {c.info.status for c in children} == {"FINISHED"}  # none left RUNNING
     for child in children:
-        assert steps_of(client, child.info.run_id, "loss/G/total") == list(range(3, 25, 3))  # none missing or twice
+        assert steps_of(client, child.info.run_id, "loss/G/total") == list(range(3, GRID_STEPS + 1, 3))  # once each
     summary = json.loads((r["runs"] / "sweeps" / "grid" / "report" / "summary.json").read_text())
     assert [t["state"] for t in summary["trials"]] == ["complete"] * 4

@@ -71,17 +71,34 @@ def test_grid_table_rows_per_variant_with_paired_difference(tmp_path):
     assert body[1][3] == f"{d['mean']:+.4g} [{d['low']:+.4g}, {d['high']:+.4g}] *"  # excludes 0
 
 
-def test_trials_at_a_time_leave_one_cpu_for_ray_data():
-    from ray_jobs.sweep import plan_trials
-    from ray_jobs.train import ResourceMismatch
+def test_train_path_trials_at_a_time_leave_one_cpu_for_ray_data():
+    from ray_jobs.resources import ResourceMismatch, plan_trials
 
-    assert plan_trials(2, 0, 1, None, False, None) == (0.99, 1)  # like `radiogen train`: one trial fills it
-    assert plan_trials(2, 0, 1, None, False, 2) == (0.49, 2)  # 2 x (0.49 + 0.01 driver) = 1, 1 CPU left
-    assert plan_trials(16, 0, 1, None, False, None) == (1.0, 14)
-    assert plan_trials(16, 4, 2, None, True, None)[1] == 2  # GPUs bound it
+    def plan(*args):
+        p = plan_trials(*args)
+        return p.cpus, p.concurrent
+
+    assert plan(2, 0, 1, None, False, None) == (0.99, 1)  # like `radiogen train`: one trial fills it
+    assert plan(2, 0, 1, None, False, 2) == (0.49, 2)  # 2 x (0.49 + 0.01 driver) = 1, 1 CPU left
+    assert plan(16, 0, 1, None, False, None) == (1.0, 14)
+    assert plan(16, 4, 2, None, True, None)[1] == 2  # GPUs bound it
     with pytest.raises(ResourceMismatch, match="--max-concurrent 20 x --num-workers 1"):
-        plan_trials(2, 0, 1, None, False, 20)
+        plan(2, 0, 1, None, False, 20)
     with pytest.raises(ResourceMismatch, match="--max-concurrent 3: only 1 trial"):
-        plan_trials(2, 0, 1, 0.9, False, 3)
+        plan(2, 0, 1, 0.9, False, 3)
     with pytest.raises(ResourceMismatch, match="need 4 GPUs"):
-        plan_trials(16, 2, 2, None, True, 2)
+        plan(16, 2, 2, None, True, 2)
+
+
+def test_direct_trials_fill_every_cpu_with_one_thread_per_cpu():
+    from ray_jobs.resources import ResourceMismatch, TrialPlan, plan_trials
+
+    assert plan_trials(2, 0, 1, None, False, None, direct=True) == TrialPlan(True, 1.0, 2, 1)  # no Ray Data CPU
+    assert plan_trials(16, 0, 1, None, False, 4, direct=True) == TrialPlan(True, 4.0, 4, 4)  # threads = CPU share
+    assert plan_trials(2, 0, 1, None, False, 3, direct=True) == TrialPlan(True, 0.666, 3, 1)
+    assert plan_trials(8, 2, 1, None, True, None, direct=True).concurrent == 2  # one GPU per trial
+    assert plan_trials(4, 0, 1, 2.0, False, None, direct=True) == TrialPlan(True, 2.0, 2, 2)
+    with pytest.raises(ResourceMismatch, match="--max-concurrent 3 x --cpus-per-worker 1"):
+        plan_trials(2, 0, 1, 1.0, False, 3, direct=True)
+    with pytest.raises(ResourceMismatch, match="need 3 GPUs"):
+        plan_trials(8, 2, 1, None, True, 3, direct=True)

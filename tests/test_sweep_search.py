@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from radiogen.search_space import load_sweep
-from ray_jobs.sweep_trial import BudgetASHA, HonestOptunaSearch
+from ray_jobs.sweep_search import BudgetASHA, HonestOptunaSearch
 from ray_jobs.sweep_tune import SpaceSampler
 
 from .helpers import REPO

@@ -169,13 +169,13 @@ def test_worker_failure_resumes_from_checkpoint_in_the_same_run(prepared, mlflow
     assert steps_of(client, run.info.run_id, "val/l1_background") == [6, 12, 18]
 
 
-@pytest.mark.parametrize("data_mode,order", [("memory", "--shuffle"), ("streaming", "--no-shuffle")])
+@pytest.mark.parametrize("data_mode,order", [("streaming", "--no-shuffle")])
 def test_local_and_single_ray_worker_give_the_same_losses(prepared, mlflow_server, tmp_path, data_mode, order):
     """Both paths see the same batches, the same seeds and the same step function, so they must produce the same
-    losses. In memory mode the Ray worker reads its shard once in file order and draws the same seeded index
-    permutation per epoch as --local, so this holds with shuffling too; streaming shuffles with Ray Data, so it is
-    compared in file order (--no-shuffle). A Ray worker with one CPU runs torch on one thread (its reservation), so
-    the local run does too: a different thread count changes float summation order."""
+    losses. Streaming shuffles with Ray Data, so it is compared in file order (--no-shuffle); the in-memory path,
+    shuffled, is compared through a sweep's Ray Train trial (tests/test_sweep_paths.py, which runs the same
+    launcher). A Ray worker with one CPU runs torch on one thread (its reservation), so the local run does too: a
+    different thread count changes float summation order."""
     import torch
 
     shuffle = () if order == "--shuffle" else ("--no-shuffle",)

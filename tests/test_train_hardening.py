@@ -31,7 +31,7 @@ def runs_named(uri: str, name: str) -> list:
 
 
 def test_cpus_per_worker_leaves_one_cpu_for_ray_data():
-    from ray_jobs.train import ResourceMismatch, plan_cpus_per_worker as plan
+    from ray_jobs.resources import ResourceMismatch, plan_cpus_per_worker as plan
 
     assert plan(2, 0, 1, None, False) == 1.0 and plan(2, 0, 2, None, False) == 0.5
     assert plan(2, 0, 4, None, False) == 0.25 and plan(3, 0, 3, None, False) == 0.666

@@ -56,7 +56,7 @@ def ray_streaming(data: Path, epochs: int) -> tuple[float, float]:
 
     from radiogen import schema
     from radiogen.data import ROW_COLUMNS
-    from ray_jobs.train import connect_ray
+    from ray_jobs.resources import connect_ray
 
     connect_ray(None)
     files = schema.slice_files(data, schema.read_manifest(data))
