@@ -36,9 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder of everything the demo makes: cohort, data, runs, sweeps, eval, logs, the sqlite "
                         "tracking store (default runs/demo)")
     p.add_argument("--subjects", type=int, default=30, help="subjects of the synthetic cohort (default 30)")
-    p.add_argument("--trials", type=int, default=None, help="sweep trials (default: the sweep file's, 6)")
+    p.add_argument("--trials", type=int, default=None, help="sweep trials (default: the sweep file's, 4)")
     p.add_argument("--steps", type=int, default=None,
-                   help="training steps of every trial and of the baseline (default: the sweep file's, 300)")
+                   help="training steps of every trial and of the baseline (default: the sweep file's, 2000)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///OUT/mlflow.db)")
     p.add_argument("--n-perm", type=int, default=1000, help="permutations of the evaluation's tests (default 1000)")

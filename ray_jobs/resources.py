@@ -128,11 +128,11 @@ class TrialPlan:
     concurrent: int
     """Trials at a time."""
     threads: int
-    """torch intra-op threads per training process: its CPU share, at least 1."""
+    """torch intra-op threads per training process: its whole CPUs, at least 1 (1 for small images)."""
 
 
 def plan_trials(cpus: float, gpus: float, num_workers: int, requested: float | None, gpu: bool,
-                max_concurrent: int | None, direct: bool = False) -> TrialPlan:
+                max_concurrent: int | None, direct: bool = False, image_size: int | None = None) -> TrialPlan:
     """Trials at a time and their CPUs. Train-path trials leave RAY_DATA_CPUS free; direct trials fill the cluster
     at one CPU each unless --max-concurrent or --cpus-per-worker says otherwise. Raise ResourceMismatch."""
     if max_concurrent is not None and max_concurrent < 1:
@@ -151,7 +151,7 @@ def plan_trials(cpus: float, gpus: float, num_workers: int, requested: float | N
         if n < 1:
             raise ResourceMismatch(f"--gpu: a trial needs {per_trial_gpus} GPU(s) but the cluster has {gpus:g}; "
                                    f"leave out --gpu")
-    return TrialPlan(direct, cpw, n, worker_threads(cpw))
+    return TrialPlan(direct, cpw, n, worker_threads(cpw, image_size))
 
 
 def _plan_direct(cpus: float, requested: float | None, max_concurrent: int | None) -> tuple[float, int]:
@@ -192,8 +192,11 @@ def _plan_train_path(cpus: float, gpus: float, num_workers: int, requested: floa
     return cpw, max_concurrent or fits
 
 
-def worker_threads(cpus: float) -> int:
-    """torch intra-op threads of a process that reserved `cpus` CPUs: the whole CPUs of its share, at least 1."""
+def worker_threads(cpus: float, image_size: int | None = None) -> int:
+    """torch intra-op threads of a process that reserved `cpus` CPUs: the whole CPUs of its share, at least 1, and
+    one for images of at most LOCAL_ONE_THREAD_MAX_SIZE px (a second thread slows those steps down)."""
+    if image_size is not None and image_size <= LOCAL_ONE_THREAD_MAX_SIZE:
+        return 1
     return max(1, math.floor(cpus + 1e-9))
 
 

@@ -118,7 +118,7 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
             data_mode = choose_data_mode(args.data_mode, manifest, args.num_workers)
             direct = choose_trial_mode(args.trial_mode, args.num_workers, data_mode)
             plan = plan_trials(cpus, gpus, args.num_workers, args.cpus_per_worker, args.gpu, args.max_concurrent,
-                               direct)
+                               direct, base.data.image_size)
         inputs = read_inputs(data, manifest, base.data.image_size, args.val_size, train_split=plan.direct)
         check_objectives(spec, inputs.validation)
     except (ResourceMismatch, TooFewSubjects, ConfigError) as err:
@@ -191,13 +191,14 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
 def resources_line(plan: TrialPlan, num_workers: int, gpu: bool, cpus: float, gpus: float) -> str:
     """What the trials take, and why (printed before any trial starts)."""
     cluster = f"cluster {cpus:g} CPUs, {gpus:g} GPUs"
+    small = " (small images: one thread is faster)" if plan.threads < math.floor(plan.cpus + 1e-9) else ""
     if plan.direct:
         return (f"resources: {plan.concurrent} trial(s) at a time, each one process training directly (direct "
                 f"trials: one worker, data in memory) with {plan.cpus:g} CPU{' + 1 GPU' if gpu else ''} and "
-                f"{plan.threads} torch thread(s); {cluster}")
+                f"{plan.threads} torch thread(s){small}; {cluster}")
     left = cpus - plan.concurrent * (num_workers * plan.cpus + TRIAL_DRIVER_CPUS)
     return (f"resources: {plan.concurrent} trial(s) at a time, each a Ray Train run of {num_workers} worker(s) x "
-            f"{plan.cpus:g} CPU{' + 1 GPU' if gpu else ''} ({plan.threads} torch thread(s) each); {cluster}; "
+            f"{plan.cpus:g} CPU{' + 1 GPU' if gpu else ''} ({plan.threads} torch thread(s) each{small}); {cluster}; "
             f"{left:g} CPU left for Ray Data (at least {RAY_DATA_CPUS:g})")
 
 

@@ -76,7 +76,7 @@ def run_logged(args: argparse.Namespace, log_file: Path) -> int:
         except ResourceMismatch as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        threads = worker_threads(cpus_per_worker)
+        threads = worker_threads(cpus_per_worker, cfg.data.image_size)
     data_mode = choose_data_mode(args.data_mode, manifest, args.num_workers, local=args.local)
 
     mode = "local" if args.local else "ray"

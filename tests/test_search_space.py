@@ -29,7 +29,8 @@ def test_shipped_sweep_files_load_in_both_modes():
         for mode in ("search", "grid") if "grid:" in path.read_text() else ("search",):
             spec = load_sweep(path, mode=mode)
             trials = spec.trials if mode == "search" else len(spec.grid.variants) * len(spec.grid.seeds)
-            assert spec.mode == mode and spec.max_steps * trials <= 2000, path.name  # CPU-sized: minutes on 2 cores
+            # CPU-sized: minutes on 2 cores (direct trials, about 0.05 s a tiny-config step on one core)
+            assert spec.mode == mode and spec.max_steps * trials <= 8000, path.name
     lam = load_sweep(REPO / "ablations" / "sweep_lambda_code.yaml")
     assert [p.kind for p in lam.space] == ["loguniform", "choice"] and lam.multi_objective
     fusion = load_sweep(REPO / "ablations" / "sweep_fusion.yaml")

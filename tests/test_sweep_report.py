@@ -90,11 +90,13 @@ def test_train_path_trials_at_a_time_leave_one_cpu_for_ray_data():
         plan(16, 2, 2, None, True, 2)
 
 
-def test_direct_trials_fill_every_cpu_with_one_thread_per_cpu():
+def test_direct_trials_fill_every_cpu_with_one_thread_per_cpu_and_small_images_one_thread():
     from ray_jobs.resources import ResourceMismatch, TrialPlan, plan_trials
 
     assert plan_trials(2, 0, 1, None, False, None, direct=True) == TrialPlan(True, 1.0, 2, 1)  # no Ray Data CPU
     assert plan_trials(16, 0, 1, None, False, 4, direct=True) == TrialPlan(True, 4.0, 4, 4)  # threads = CPU share
+    assert plan_trials(16, 0, 1, None, False, 4, True, image_size=32).threads == 1  # a 32 px step: one thread
+    assert plan_trials(16, 0, 1, None, False, 4, True, image_size=128).threads == 4
     assert plan_trials(2, 0, 1, None, False, 3, direct=True) == TrialPlan(True, 0.666, 3, 1)
     assert plan_trials(8, 2, 1, None, True, None, direct=True).concurrent == 2  # one GPU per trial
     assert plan_trials(4, 0, 1, 2.0, False, None, direct=True) == TrialPlan(True, 2.0, 2, 2)
@@ -102,3 +104,18 @@ def test_direct_trials_fill_every_cpu_with_one_thread_per_cpu():
         plan_trials(2, 0, 1, 1.0, False, 3, direct=True)
     with pytest.raises(ResourceMismatch, match="need 3 GPUs"):
         plan_trials(8, 2, 1, None, True, 3, direct=True)
+
+
+def test_local_threads_follow_the_measured_rule(monkeypatch):
+    from ray_jobs.resources import LOCAL_ONE_THREAD_MAX_SIZE, local_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert local_threads(LOCAL_ONE_THREAD_MAX_SIZE)[0] == 1  # small steps: one thread
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0, 1, 2, 3})
+    monkeypatch.setattr("os.getloadavg", lambda: (1.2, 0.0, 0.0))
+    threads, why = local_threads(128)
+    assert threads == 3 and "1 kept busy by other processes" in why  # a busy core is left to its owner
+    monkeypatch.setattr("os.getloadavg", lambda: (9.0, 0.0, 0.0))
+    assert local_threads(128)[0] == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert local_threads(32) == (2, "OMP_NUM_THREADS")  # the user's setting wins
