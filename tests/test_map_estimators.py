@@ -189,3 +189,21 @@ def test_gradient_split_follows_phi() -> None:
     assert est.extras["gene_to_code"].shape == (16, 30) and est.extras["code_to_phenotype"].shape == (4, 16)
     assert np.all(est.extras["gene_to_code"][:, 5] == 0) and np.all(est.scores[5] == 0)
     assert est.extras["gene_to_code"][:, 4].max() > 0 and np.isfinite(est.scores).all() and est.scores.max() > 0
+
+
+def test_phi_group_lasso_is_a_loss_term_only_when_on() -> None:
+    from radiogen.losses import group_lasso
+    from radiogen.train_step import build_training, train_step
+
+    from .helpers import random_batch, tiny
+
+    w = torch.tensor([[3.0, 0.0, 1.0], [4.0, 0.0, 0.0]], requires_grad=True)
+    assert group_lasso(w).item() == pytest.approx(5.0 + 0.0 + 1.0, abs=1e-5)
+    group_lasso(w).backward()
+    assert torch.isfinite(w.grad).all() and torch.all(w.grad[:, 1] == 0)  # an unused gene: zero, not NaN
+    for arch in ("proposed", "mcgan"):
+        for weight in (0.0, 0.5):
+            cfg = tiny(loss={"phi_group_lasso": weight}, generator={"arch": arch})
+            torch.manual_seed(0)
+            terms = train_step(build_training(cfg, torch.device("cpu")), random_batch(cfg))
+            assert ("loss/G/phi_group_lasso" in terms) == (weight > 0), (arch, weight)
