@@ -29,7 +29,7 @@ KINDS = ("lasso", "kernel")
 
 def fit(genes: np.ndarray, phenotype: np.ndarray, kind: str, seed: int = 0):
     """A predict function genes (B, G) -> (B, P) fitted on (genes, phenotype)."""
-    folds = KFold(n_splits=min(5, len(genes)), shuffle=True, random_state=seed)
+    folds = KFold(n_splits=max(2, min(5, len(genes) // 2)), shuffle=True, random_state=seed)  # >= 2 per fold
     if kind == "lasso":
         models = [make_pipeline(StandardScaler(), LassoCV(cv=folds, alphas=30, max_iter=5000, random_state=seed))
                   .fit(genes, phenotype[:, p]) for p in range(phenotype.shape[1])]
@@ -37,7 +37,8 @@ def fit(genes: np.ndarray, phenotype: np.ndarray, kind: str, seed: int = 0):
     if kind == "kernel":
         width = 1.0 / genes.shape[1]  # RBF gamma in units of 1 / G: standardised genes are ~G apart squared
         grid = {"kernelridge__alpha": [0.1, 1.0, 10.0], "kernelridge__gamma": [0.1 * width, width, 10 * width]}
-        model = GridSearchCV(make_pipeline(StandardScaler(), KernelRidge(kernel="rbf")), grid, cv=folds)
+        model = GridSearchCV(make_pipeline(StandardScaler(), KernelRidge(kernel="rbf")), grid, cv=folds,
+                             scoring="neg_mean_squared_error")  # defined on folds of any size, unlike R^2
         model.fit(genes, phenotype)
         return lambda x: np.asarray(model.predict(x)).reshape(len(x), -1)
     raise ValueError(f"regressor kind must be one of {KINDS}, got {kind!r}")
