@@ -96,22 +96,27 @@ def finished_run(uri: str, name: str):
     return runs[0] if runs else None
 
 
-def learned(metrics: dict[str, float]) -> list[str]:
-    """What the demo learned, in a few lines: realism, the map against the truth, the programs' response."""
-    from radiogen.evaluation.report import fmt, metric_name
+def learned(metrics: dict[str, float], estimators: list[dict] = ()) -> list[str]:
+    """What the demo learned, in a few lines: realism, the programs' response, and the estimators table (every
+    radiogenomic map against the cohort's truth; `estimators` as metrics.json holds them)."""
+    from types import SimpleNamespace
+
+    from radiogen.evaluation.report import estimator_lines, fmt, metric_name
 
     split = "heldout" if metrics.get(metric_name("heldout", "n_subjects"), 0) > 0 else "train"
     m = lambda who, *parts: metrics.get(metric_name(split, who, *parts), float("nan"))  # noqa: E731
     n = int(metrics.get(metric_name(split, "n_subjects"), 0))
+    n_train = int(metrics.get(metric_name("train", "n_subjects"), 0))
     return [
         f"what was learned ({split} subjects: {n}):",
         f"  realism, radiomic Frechet distance (lower is better): best trial {fmt(m('model', 'realism', 'frechet_radiomic'))}, "
         f"MC-GAN baseline {fmt(m('baseline', 'realism', 'frechet_radiomic'))}",
-        f"  radiogenomic map vs the cohort's true links, AUROC: learned {fmt(m('model', 'truth', 'auroc'))}, "
-        f"MC-GAN {fmt(m('baseline', 'truth', 'auroc'))}, classical pipeline {fmt(m('classical', 'truth', 'auroc'))}",
         f"  nodules follow the gene programs (Spearman rho): size {fmt(m('model', 'truth', 'response/size'))}, "
         f"density {fmt(m('model', 'truth', 'response/density'))}, decoy {fmt(m('model', 'truth', 'response/decoy'))} "
         f"(real nodules: {fmt(m('real', 'truth', 'response/size'))} / {fmt(m('real', 'truth', 'response/density'))})",
+        f"  radiogenomic map vs the cohort's true links (every map fitted on the {n_train} training subjects; AUROC / "
+        f"AUPRC, prevalence = a random ranking's AUPRC; calls by BH over the map):",
+        *("  " + line for line in estimator_lines([SimpleNamespace(**r) for r in estimators])),
     ]
 
 
@@ -204,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print((out / "sweeps" / SWEEP_NAME / "report" / "leaderboard.md").read_text().strip())
     print()
-    for line in learned(metrics):
+    estimators = json.loads((report_dir / "metrics.json").read_text()).get("estimators", [])
+    for line in learned(metrics, estimators):
         print(line)
     print(f"report: {report_dir / 'report.md'}; figures: {report_dir / 'figures'}; sweep report: "
           f"{out / 'sweeps' / SWEEP_NAME / 'report'}")

@@ -304,8 +304,12 @@ def test_learnability_quick_runs_end_to_end(tmp_path):
                         *(f"response/{w}/{r}" for w in ("model", "real") for r in ("size", "density", "decoy")),
                         *(f"probe_r2/{w}/{p}" for w in ("learned", "classical", "pca") for p in PROGRAMS)):
                 assert f"{split}/{key}" in summary
-            assert 0 <= summary[f"{split}/auroc/learned"]["mean"] <= 1
             assert summary[f"{split}/response/real/size"]["mean"] > 0  # real nodules grow with the size program
+        # The maps are fitted on the training subjects only: no held-out link AUROC; a map over mostly empty
+        # synthetic masks is undefined (null).
+        learned = summary["train/auroc/learned"]["mean"]
+        assert (learned is not None and 0 <= learned <= 1) or summary["train/empty"]["mean"] > 0.5, summary
+        assert summary["heldout/auroc/learned"]["mean"] is None and 0 <= summary["train/auroc/classical"]["mean"] <= 1
         # The Fréchet distance's course comes from the training run's validations in MLflow.
         assert summary["course/frechet_first"]["mean"] is not None and summary["course/seconds"]["mean"] > 0
         assert (tmp_path / "eval" / f"{label}-s0-10" / "report.md").is_file()
