@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "gene,program with one row per true link (then also --truth-programs): link metrics of every "
                         "map, program response and probes")
     p.add_argument("--truth-programs", metavar="CSV", default=None,
-                   help="with a gene,program --truth table: a CSV subject_id,<program>,... of per-subject program values")
+                   help="with a gene,program --truth table: a CSV subject_id,<program>,... of per-subject program "
+                        "values")
     p.add_argument("--truth-partial", action="store_true",
                    help="score a truth whose genes only partly match the dataset's (the overlap is printed)")
     p.add_argument("--estimators", default=",".join(("direct", "classical", "classical-k4", "classical-k8",

@@ -180,7 +180,8 @@ def summarise(units: list[dict]) -> dict:
             table[m]["undefined"] = sum(1 for u in rows if u["map"] == m and u["undefined"])
         for p in PROGRAMS:  # the better baseline per program, by mean AUPRC
             key = f"auprc/{p}"
-            options = [b for b in BASELINES if b in table and math.isfinite(table[b].get(key, {}).get("mean", math.nan))]
+            options = [b for b in BASELINES
+                       if b in table and math.isfinite(table[b].get(key, {}).get("mean", math.nan))]
             if not options:
                 continue
             best = max(options, key=lambda b: table[b][key]["mean"])
@@ -301,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         budget = Budget(n_perm=20, readout=4, hrt_top=2, hrt_resamples=3, hrt_backgrounds=1, ig_steps=4)
     designs, variants = args.designs.split(","), args.variants.split(",")
     names = args.estimators.split(",")
-    free, generator = [n for n in names if n not in GENERATOR_ESTIMATORS], [n for n in names if n in GENERATOR_ESTIMATORS]
+    free = [n for n in names if n not in GENERATOR_ESTIMATORS]
+    generator = [n for n in names if n in GENERATOR_ESTIMATORS]
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # the benchmark keeps its own sqlite store under --out
     out = Path(args.out).resolve()
     start, cpu = time.perf_counter(), {"cohort": 0.0, "prep": 0.0, "train": 0.0, "maps": 0.0}

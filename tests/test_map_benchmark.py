@@ -14,7 +14,8 @@ from .helpers import REPO
 
 def test_map_benchmark_quick_runs_end_to_end(tmp_path):
     res = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_map.py"), "--quick", "--out", str(tmp_path)],
-                         cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         cwd=REPO, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     from radiogen.evaluation.estimators import ESTIMATORS
 

@@ -36,8 +36,9 @@ def cohort(design: str, n: int, n_train: int, genes: int = 100, seed: int = 2, n
     gp = np.array(expr.gene_program, dtype=object)[keep]
     links = np.array([[g == p for p in PROGRAMS] for g in gp])
     y = expr.programs + noise * np.random.default_rng(seed).standard_normal(expr.programs.shape)
-    return SimpleNamespace(x=x, y=y, links=links, n_train=n_train, effects=expr.effects[keep],
-                           clusters=np.full(len(gp), -1) if expr.clusters is None else expr.clusters[keep], names=[s for s, k in zip(expr.gene_symbols, keep) if k])
+    clusters = np.full(len(gp), -1) if expr.clusters is None else expr.clusters[keep]
+    return SimpleNamespace(x=x, y=y, links=links, n_train=n_train, effects=expr.effects[keep], clusters=clusters,
+                           names=[s for s, k in zip(expr.gene_symbols, keep) if k])
 
 
 def inputs(c, synthesizer=None) -> MapInputs:

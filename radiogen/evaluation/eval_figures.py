@@ -79,8 +79,8 @@ def split_figures(folder: Path, split: str, panels: dict[str, np.ndarray], clust
                      fig4_tsne(emb, {t: clusters[t] for t in panels}, examples, silhouettes,
                                "real nodules of each proposed-code cluster"),
                      f"Fig. 4 ({split}): t-SNE of " + ", ".join(panels) + f", coloured by {n_clusters} KMeans "
-                     f"clusters of each (raw genes clustered on their PCA); below, real nodules of the subjects in each "
-                     f"proposed-code cluster")
+                     f"clusters of each (raw genes clustered on their PCA); below, real nodules of the subjects in "
+                     f"each proposed-code cluster")
     if all(v is not None for v in maps.values()):
         out |= _save(folder, f"map_{split}.png", map_heatmap(maps),
                      f"Radiogenomic map ({split}): Spearman rho of code dimensions and of metagenes with nodule "

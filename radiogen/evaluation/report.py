@@ -64,7 +64,8 @@ def key_metrics(metrics: dict[str, float], splits: Sequence[str] = ("train", "he
                 f"(classical {fmt(m('classical', 'map', 'n_significant'))})")
         if metric_name(split, "model", "truth", "response/size") in metrics:
             line += (f", program response size {fmt(m('model', 'truth', 'response/size'))} density "
-                     f"{fmt(m('model', 'truth', 'response/density'))} decoy {fmt(m('model', 'truth', 'response/decoy'))}")
+                     f"{fmt(m('model', 'truth', 'response/density'))} decoy "
+                     f"{fmt(m('model', 'truth', 'response/decoy'))}")
         lines.append(line)
     return lines
 

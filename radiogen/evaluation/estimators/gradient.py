@@ -71,4 +71,4 @@ def estimate(inputs: MapInputs, *, readout: int = READOUT_SUBJECTS, n_steps: int
                 for p in range(P)])                                                       # (P, C)
     return MapEstimate("synthesis-gradient", scores, effects=effects, undefined=undefined_reason(synth, x_np),
                        extras=extras, note=f"IntegratedGradients ({n_steps} steps) over {len(x_np)} subjects x "
-                                           f"{synth.K} backgrounds; no p-values of its own (see synthesis-intervention)")
+                                           f"{synth.K} backgrounds; no p-values of its own (see intervention)")
