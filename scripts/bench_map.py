@@ -3,15 +3,18 @@ cannot? Designs x map estimators x cohort seeds x training seeds, with intervals
 
     python scripts/bench_map.py --out runs/bench_map [--designs aligned,weak,drivers,interaction,null,mixed]
         [--cohort-seeds 0 1 2] [--train-seeds 0 1 2] [--subjects 120] [--steps 4000]
-        [--variants stable,group-lasso] [--estimators a,b,...] [--quick]
+        [--variants stable,group-lasso] [--lasso-designs drivers,weak,mixed] [--estimators a,b,...] [--quick]
 
 Per design and cohort seed: `radiogen cohort --design D` (matrix 128) and `radiogen prep` at 32 px; per
 variant and training seed: `radiogen train --local` of ablations/stable_tiny.yaml (variant `group-lasso`:
-plus loss.phi_group_lasso, the sparsity prior on phi's gene weights). Every map estimator of
+plus loss.phi_group_lasso, the sparsity prior on phi's gene weights, trained on the --lasso-designs only, where
+sparsity is meant to help). Every map estimator of
 radiogen.evaluation.estimators is fitted on the training subjects (genes normalised as the generator reads
 them, the real nodules' phenotype proxies) and calibrated on the held-out ones; the maps without a generator
 once per cohort seed, the generator's once per trained model. Each map is scored against the cohort's truth
-(radiogen.evaluation.link_metrics).
+(radiogen.evaluation.link_metrics). Beside the maps, each trained generator's fidelity: the Spearman rho
+across subjects between the phenotype proxy it draws from a subject's genes and the subject's true program
+(training and held-out subjects), with the real nodules' own rho as the ceiling.
 
 Summaries over units (cohort seed, training seed): mean and a hierarchical bootstrap 95% interval (cohort
 seeds resampled, then training seeds within each); for every model-based map (synthesis-*, regressor-*) the
@@ -120,6 +123,16 @@ def fit_maps(cache: Path, data_dir: Path, truth_path: Path, names: list[str], bu
     tr, ho = data.indices("train"), data.indices("heldout")
     inputs = MapInputs(genes[tr], phenotype[tr], data.gene_names, genes[ho], phenotype[ho], synth, seed)
     records = []
+    if synth is not None:  # how well G follows the programs at all: its maps cannot be better than this
+        from radiogen.evaluation.radiomap import spearman_matrix
+
+        drawn, programs = synth.phenotype_np(genes), truth.programs_of(data.subjects, PROGRAMS)
+        response = {}
+        for split, idx in (("train", tr), ("heldout", ho)):
+            for j, p in enumerate(PROGRAMS):
+                for who, values in (("generator", drawn), ("real", phenotype)):
+                    rho = spearman_matrix(values[idx, j:j + 1], programs[idx, j:j + 1])[0, 0] if len(idx) > 2 else 0
+                    response[f"response/{who}/{split}/{p}"] = float(np.nan_to_num(rho))
     for name in names:
         t = time.perf_counter()
         est = run(inputs, [name], budget)[name]
@@ -129,6 +142,9 @@ def fit_maps(cache: Path, data_dir: Path, truth_path: Path, names: list[str], bu
             metrics["p_below_0.05"] = float(np.mean(tested < 0.05)) if len(tested) else math.nan
         records.append({"estimator": name, "metrics": metrics, "undefined": est.undefined, "note": est.note,
                         "seconds": time.perf_counter() - t})
+    if synth is not None:
+        records.append({"estimator": "program-response", "metrics": response, "undefined": None,
+                        "note": "Spearman of the drawn (real) proxy with the true program", "seconds": 0.0})
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(records, default=lambda v: None) + "\n")
     return records
@@ -212,9 +228,27 @@ def _ci(cell: dict | None, digits: int = 2) -> str:
     return f"{cell['mean']:.{digits}f}"
 
 
+def response_table(summary: dict) -> str:
+    """Each design's generators: Spearman of the phenotype drawn from a subject's genes with its true program."""
+    lines = ["| design | generator | subjects | " + " | ".join(PROGRAMS) + " |", "|" + "---|" * (3 + len(PROGRAMS))]
+    for design, table in summary.items():
+        for m, t in table.items():
+            if not m.startswith("program-response"):
+                continue
+            for split in ("train", "heldout"):
+                for who in ("generator", "real"):
+                    label = m.replace("program-response", "stable" if who == "generator" else "real nodules")
+                    if who == "real" and "[" in m:
+                        continue  # the ceiling is the same for every variant
+                    cells = [_ci(t.get(f"response/{who}/{split}/{p}")) for p in PROGRAMS]
+                    lines.append(f"| {design} | {label} | {split} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def tables(summary: dict) -> str:
     lines = []
     for design, table in summary.items():
+        table = {m: t for m, t in table.items() if not m.startswith("program-response")}
         first = next(iter(table.values()))
         linked = math.isfinite(first.get("auroc/pooled", {}).get("mean", math.nan)) or any(
             math.isfinite(t.get("auroc/pooled", {}).get("mean", math.nan)) for t in table.values())
@@ -252,7 +286,7 @@ def figure(summary: dict, path: Path) -> None:
     fig = Figure(figsize=(4.2 * len(designs), 4.2))
     for i, design in enumerate(designs):
         ax = fig.add_subplot(1, len(designs), i + 1)
-        table = summary[design]
+        table = {m: t for m, t in summary[design].items() if not m.startswith("program-response")}
         maps = list(table)
         x = np.arange(len(maps))
         for j, (p, colour) in enumerate(zip(FOLLOWED, ("tab:blue", "tab:orange"))):
@@ -291,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subjects", type=int, default=120)
     ap.add_argument("--steps", type=int, default=4000, help="training steps per model (default 4000)")
     ap.add_argument("--variants", default="stable,group-lasso", help=f"of {', '.join(VARIANTS)}")
+    ap.add_argument("--lasso-designs", default="drivers,weak,mixed",
+                    help="designs the group-lasso variant is trained on (default drivers,weak,mixed)")
     ap.add_argument("--estimators", default=",".join(ESTIMATORS))
     ap.add_argument("--backgrounds", type=int, default=4, help="fixed backgrounds of the generator's maps")
     ap.add_argument("--quick", action="store_true", help="reduced end-to-end form for tests")
@@ -319,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                 cpu["maps"] += r["seconds"]
                 units.append({"design": design, "cohort_seed": c, "train_seed": None, "map": r["estimator"], **r})
             for variant in variants:
+                if variant == "group-lasso" and design not in args.lasso_designs.split(","):
+                    continue
                 for t in args.train_seeds:
                     name = f"{design}-c{c}-{variant}-s{t}-{args.steps}"
                     stage(f"{name}: train and fit the generator's maps")
@@ -330,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                         label = r["estimator"] + ("" if variant == "stable" else f" [{variant}]")
                         units.append({"design": design, "cohort_seed": c, "train_seed": t, "map": label, **r})
     summary = summarise(units)
-    text = tables(summary)
+    text = tables(summary) + "\n### generator fidelity (Spearman of the drawn proxy with the true program)\n\n" \
+        + response_table(summary)
     wall = time.perf_counter() - start
     budget_line = (f"CPU seconds this run (one process; reused stages count 0): cohort {cpu['cohort']:.0f}, prep "
                    f"{cpu['prep']:.0f}, train {cpu['train']:.0f}, maps {cpu['maps']:.0f}; wall {wall:.0f}")

@@ -22,7 +22,8 @@ def test_map_benchmark_quick_runs_end_to_end(tmp_path):
     result = json.loads((tmp_path / "bench_map.json").read_text())
     assert set(result["summary"]) == {"drivers", "null"}
     for design, table in result["summary"].items():
-        assert list(table) == list(ESTIMATORS), design  # every map, each once per design (one variant)
+        # every map, each once per design (one variant), and the generator's fidelity to the programs
+        assert list(table) == [*ESTIMATORS, "program-response"][:len(table)] and len(table) == len(ESTIMATORS) + 1
         assert f"### {design}" in res.stdout
     drivers, null = result["summary"]["drivers"], result["summary"]["null"]
     for m in ESTIMATORS:
@@ -34,7 +35,10 @@ def test_map_benchmark_quick_runs_end_to_end(tmp_path):
     # On null nothing is linked: the family-wise error is reported where a map makes calls, no AUPRC.
     assert null["direct"]["fwer/q0.05"]["mean"] in (0.0, 1.0) and null["direct"]["auprc/size"]["mean"] is None
     units = result["units"]
-    assert len(units) == 2 * len(ESTIMATORS) and {u["train_seed"] for u in units} == {None, 0}
+    assert len(units) == 2 * (len(ESTIMATORS) + 1) and {u["train_seed"] for u in units} == {None, 0}
+    response = result["summary"]["drivers"]["program-response"]
+    assert -1 <= response["response/generator/train/size"]["mean"] <= 1 and "generator fidelity" in res.stdout
+    assert response["response/real/train/size"]["mean"] > 0.5  # the real nodules follow their size program
     assert all(u["seconds"] >= 0 for u in units) and result["cpu_seconds"]["train"] > 0
     assert "CPU seconds this run" in res.stdout and (tmp_path / "bench_map.md").read_text().startswith("bench_map:")
     assert (tmp_path / "bench_map.png").stat().st_size > 10_000
