@@ -70,8 +70,9 @@ def hrt_pvalues(predict: Callable[[np.ndarray], np.ndarray], train: tuple[np.nda
     a = np.zeros(P)
     b = y_train.mean(axis=0)
     for p in range(P):  # y ~ a f + b on the training subjects (a = 0 for a constant prediction)
-        if f_train[:, p].std() > 1e-12:
-            a[p], b[p] = np.polyfit(f_train[:, p], y_train[:, p], 1)
+        if f_train[:, p].std() > 1e-12 * (1 + np.abs(f_train[:, p]).max()):
+            fit = stats.linregress(f_train[:, p], y_train[:, p])
+            a[p], b[p] = fit.slope, fit.intercept
     scale = np.where(y_train.std(axis=0) > 1e-12, y_train.std(axis=0), 1.0)
 
     def loss(f: np.ndarray) -> np.ndarray:  # (..., M, P) predictions -> (..., P) mean squared error
