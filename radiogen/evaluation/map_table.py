@@ -23,6 +23,7 @@ from radiogen.genes import apply_gene_stats
 
 from .estimators import ESTIMATORS, GENERATOR_ESTIMATORS, LEVELS, Budget, MapInputs, Synthesizer, run
 from .link_metrics import link_metrics
+from .phenotype import PROGRAMS
 from .report import metric_name
 
 MIN_SUBJECTS = 3
@@ -69,18 +70,12 @@ def estimators_table(*, genes_raw: np.ndarray, gene_names: list[str], phenotype:
     metrics: dict[str, float] = {}
     for who, maps in groups:
         for name, est in maps.items():
-            values = link_metrics(est, links, _programs(phenotype)) if links is not None else _calls_only(est)
+            values = link_metrics(est, links, PROGRAMS) if links is not None else _calls_only(est)
             rows.append(TableRow(who, name, values, est.undefined, est.note))
             metrics |= {metric_name("train", who, "links", name, k): v for k, v in values.items()}
     log(f"estimators: {len(rows)} maps ({', '.join(free + generator)}) on {len(train)} training subjects"
         + (f", calibrated on {len(held)} held-out" if held is not None else ", no held-out subjects: no HRT"))
     return metrics, rows
-
-
-def _programs(phenotype: np.ndarray) -> tuple[str, ...]:
-    from .phenotype import PROGRAMS
-
-    return PROGRAMS[:phenotype.shape[1]]
 
 
 def _calls_only(est) -> dict[str, float]:

@@ -31,6 +31,7 @@ from . import eval_figures
 from .codes import cluster_codes, linear_probe, pca_codes
 from .conditioning import retrieval
 from .estimators import ESTIMATORS, Budget
+from .estimators.base import Synthesizer
 from .eval_data import SPLITS, EvalData, load_data
 from .features import PHENOTYPE_FEATURES, radiomic_features, subject_means
 from .map_table import TableRow, estimators_table
@@ -39,7 +40,6 @@ from .phenotype import proxies_np
 from .radiomap import AssociationMap, association_map, classical_pipeline, metagenes
 from .realism import MIN_ROWS, background_fidelity, frechet_distance, kid, normalise_on
 from .report import metric_name
-from .estimators.base import Synthesizer
 from .synthesis import SwapResult, gene_swap, nanmean
 from .truth import program_probe, program_response, size_intensity
 
