@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
                 check(radiogen(["eval", "--run", best["run_id"], "--baseline", baseline_id, "--data", str(data),
                                 "--truth", str(cohort / "truth.json"), "--out", str(report_dir), "--runs-dir",
                                 str(out), "--tracking-uri", uri, "--n-perm", str(args.n_perm),
-                                "--map-backgrounds", "2"]),  # the generators' maps over 2 backgrounds: CPU time
+                                "--map-backgrounds", "2", "--threads", "1"]),  # CPU time of the generators' maps
                       "radiogen eval", logs / "eval.log")
                 return json.loads(done.read_text())["metrics"], f"trial {best['trial_id']} vs MC-GAN and the truth"
 
