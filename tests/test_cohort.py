@@ -135,7 +135,7 @@ def test_genes_tsv_is_geo_layout_with_na(synthetic_cohort: Path) -> None:
         module = (programs == name).to_numpy()
         assert module.sum() == 25 and kept[module].sum() >= 20
     assert programs.isna().sum() == gene_model.DEFAULT_GENES - 4 * 25
-    # The written table is the gene model's table for this seed (the session cohort is of the aligned design).
+    # The written table is the gene model's table for this seed (the shared test cohort is of the aligned design).
     assert truth["design"] == "aligned" and set(truth["program_kinds"].values()) == {"aligned"}
     assert text == gene_model.genes_tsv(simulate_expression(6, 0, design="aligned"))
 
