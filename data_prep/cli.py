@@ -2,7 +2,7 @@
 
 The `radiogen` command (ray_jobs.cli) builds its parser from these, so `--help` answers at once;
 data_prep.cohort and data_prep.prep register the same parsers with their handlers. The constants
-below mirror data_prep.cohort / data_prep.gene_table (a test keeps them equal).
+below mirror data_prep.cohort, data_prep.gene_model and data_prep.gene_table (a test keeps them equal).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from pathlib import Path
 from radiogen.cli import source_docstring
 
 COHORT_FORMATS: tuple[str, ...] = ("nifti", "tcia")  # data_prep.cohort.FORMATS
-COHORT_DEFAULT_GENES = 500  # data_prep.cohort.DEFAULT_GENES
-COHORT_DEFAULT_NA_FRACTION = 0.05  # data_prep.cohort.DEFAULT_NA_FRACTION
+COHORT_DEFAULT_GENES = 500  # data_prep.gene_model.DEFAULT_GENES
+COHORT_DEFAULT_NA_FRACTION = 0.05  # data_prep.gene_model.DEFAULT_NA_FRACTION
+COHORT_DESIGNS: tuple[str, ...] = ("aligned", "weak", "drivers", "interaction", "null", "mixed")  # gene_model.DESIGNS
+COHORT_DEFAULT_DESIGN = "mixed"  # data_prep.gene_model.DEFAULT_DESIGN
 GENE_ORIENTATIONS: tuple[str, ...] = ("genes-x-samples", "samples-x-genes")  # data_prep.gene_table.ORIENTATIONS
 USE_RAY: tuple[str, ...] = ("auto", "always")  # data_prep.prep.USE_RAY
 
@@ -36,6 +38,11 @@ def add_cohort_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                    help="in-plane voxels over a 358 mm field of view (default 512: 0.7 mm, 1.25 mm slices)")
     p.add_argument("--na-fraction", type=float, default=COHORT_DEFAULT_NA_FRACTION,
                    help=f"fraction of genes with NA cells (default {COHORT_DEFAULT_NA_FRACTION})")
+    p.add_argument("--design", choices=COHORT_DESIGNS, default=COHORT_DEFAULT_DESIGN,
+                   help="which genes cause which program: aligned (a co-expressed module per program), weak (many "
+                        "weakly loaded genes), drivers (a few driver genes with co-expressed passengers), interaction "
+                        "(a product of two modules), null (no gene matters), or mixed (one program of each kind; "
+                        f"default {COHORT_DEFAULT_DESIGN})")
     return p
 
 

@@ -195,9 +195,16 @@ class LossConfig:
     and directly through the code input (G may lower the loss by moving the code D sees instead of the
     image); detached: the same values without gradient, so phi learns only through what G draws.
     The D step always sees detached codes."""
+    phi_group_lasso: float = 0.0
+    """Weight of a group-lasso penalty on the gene mapping's input weights: sum over genes of the L2 norm of
+    each gene's column of the first layer that reads the genes (phi's first layer; the baseline's conditioning
+    augmentation). It drives whole genes out of phi, so among co-expressed genes the code can rest on the few
+    that carry the signal (the `drivers` cohort design) instead of spreading over all of them as ridge does.
+    Reported as loss/G/phi_group_lasso (the unweighted sum). 0 = off (the paper; not computed)."""
 
     def __post_init__(self) -> None:
-        for name in ("weight_I", "weight_IS", "weight_ISG", "lambda_l1", "kl_weight", "aux_genes", "r1_gamma"):
+        for name in ("weight_I", "weight_IS", "weight_ISG", "lambda_l1", "kl_weight", "aux_genes", "r1_gamma",
+                     "phi_group_lasso"):
             _require(getattr(self, name) >= 0, name, f"must be >= 0 (0 = term off), got {getattr(self, name)}")
         _require(self.erosion >= 1 and self.erosion % 2 == 1, "erosion",
                  f"must be an odd size >= 1 (1 = no erosion), got {self.erosion}")

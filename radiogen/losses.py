@@ -9,6 +9,8 @@ term is never computed (its head is not even built). E is the mean over batch an
 
 Optional stabilisers, all off by default: the R1 penalty (loss.r1_gamma), DiffAugment of every D input
 (train.augment) and a detached code for D_ISG in the G step (loss.code_to_d); see their config docs.
+Optional sparsity prior, off by default: a group lasso over each gene's input weights in phi
+(loss.phi_group_lasso), + weight * sum_g ||W_1[:, g]||_2 in L_G.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ def background_l1(image: torch.Tensor, background: torch.Tensor, gen_mask: torch
 def gene_mse(predicted: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:
     """Mean squared error of the auxiliary head's gene prediction, over batch and genes."""
     return F.mse_loss(predicted.float(), genes.float())
+
+
+def group_lasso(weight: torch.Tensor) -> torch.Tensor:
+    """sum over input columns g of ||weight[:, g]||_2 for a (out, in) layer weight: each input (gene) is one group,
+    kept or driven to zero as a whole. The tiny epsilon keeps the gradient finite at an all-zero column."""
+    return torch.sqrt((weight.float() ** 2).sum(dim=0) + 1e-12).sum()
 
 
 def r1_penalty(scores: list[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
@@ -114,7 +122,9 @@ class GANLoss:
                 terms[f"acc/D/{h}/fake"] = (getattr(gen, h).float() < 0.5).float().mean()
         return terms
 
-    def generator(self, D: Discriminator, batch: Batch, fake: GeneratorOutput) -> dict[str, torch.Tensor]:
+    def generator(self, D: Discriminator, batch: Batch, fake: GeneratorOutput,
+                  gene_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """G loss; gene_weight: G's (hidden, n_genes) first gene-reading layer, for loss.phi_group_lasso."""
         image, mask = fake.image, self.mask_for_d(fake.mask)
         if self.augment:
             image, mask = aug.diff_augment(image, mask, policy=self.policy)
@@ -131,5 +141,10 @@ class GANLoss:
         if fake.kl is not None and self.cfg.kl_weight > 0:
             terms["loss/G/kl"] = fake.kl
             total = total + self.cfg.kl_weight * fake.kl
+        if self.cfg.phi_group_lasso > 0:
+            if gene_weight is None:
+                raise ValueError("loss.phi_group_lasso > 0 needs the generator's gene input weights (gene_weight)")
+            terms["loss/G/phi_group_lasso"] = group_lasso(gene_weight)
+            total = total + self.cfg.phi_group_lasso * terms["loss/G/phi_group_lasso"]
         terms["loss/G/total"] = total
         return terms

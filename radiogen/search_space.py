@@ -234,7 +234,7 @@ def _parse_objectives(raw: Any) -> tuple[Objective, ...]:
         if not isinstance(metric, str) or not metric.startswith(METRIC_PREFIXES):
             raise SearchSpaceError(f"objectives[{i}].metric: {metric!r} is not a reported metric; trials report "
                                    f"the validation metrics (val/frechet_radiomic, val/l1_background, "
-                                   f"val/map_quality, ...) and the losses (loss/...)")
+                                   f"val/map_objective, ...) and the losses (loss/...)")
         if mode not in MODES:
             raise SearchSpaceError(f"objectives[{i}].mode: must be min or max, got {mode!r}")
         out.append(Objective(metric, mode))

@@ -215,7 +215,8 @@ def train_step(state: TrainState, batch: Batch) -> dict[str, torch.Tensor]:
     # Generator: D frozen and unwrapped (no DDP all-reduce for a model that is not being updated).
     requires_grad(D, False)
     with autocast(state):
-        g_terms = state.loss.generator(unwrap(D), batch, fake)
+        gene_weight = unwrap(G).gene_input_weight() if state.cfg.loss.phi_group_lasso > 0 else None
+        g_terms = state.loss.generator(unwrap(D), batch, fake, gene_weight)
     state.opt_G.zero_grad(set_to_none=True)
     g_terms["loss/G/total"].backward()
     grad_norm_G = _grad_norm(G, clip)

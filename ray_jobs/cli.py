@@ -47,6 +47,14 @@ def add_run_arguments(p: argparse.ArgumentParser, per: str = "") -> None:
                         "does not see the submitting shell's environment")
     p.add_argument("--log-every", type=int, default=10, help="steps per metric record (default 10)")
     p.add_argument("--val-size", type=int, default=32, help="validation slices (default 32)")
+    p.add_argument("--truth", metavar="PATH", default=None,
+                   help="known gene -> program links of the cohort (its truth.json, or a gene,program CSV with "
+                        "--truth-programs): val/map_objective is then the AUPRC of the generator's intervention map "
+                        "against them (default: none, the truth-free map agreement)")
+    p.add_argument("--truth-programs", metavar="CSV", default=None,
+                   help="with a gene,program --truth table: subject_id,<program>,... per-subject program values")
+    p.add_argument("--truth-partial", action="store_true",
+                   help="accept a truth whose genes only partly match the dataset's (default: refuse it)")
     p.add_argument("--max-failures", type=int, default=2,
                    help="worker-group restarts from the last checkpoint (default 2)")
     p.add_argument("--data-timeout", type=float, default=300.0,

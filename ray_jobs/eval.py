@@ -3,8 +3,9 @@
 The model is an MLflow training run (`--run RUN_ID`: its weights-only `generator_ema_weights.pt`
 artifact, else its latest checkpoint under --runs-dir) or a checkpoint (`--checkpoint PATH`). The
 evaluation (radiogen.evaluation.pipeline) measures realism, conditioning, code structure, the
-radiogenomic map and the classical pipeline on the training and the held-out subjects, and with
-`--truth` scores both maps against the synthetic cohort's known links. It writes OUT/report.md,
+radiogenomic map and the classical pipeline on the training and the held-out subjects, fits every map
+estimator (radiogen.evaluation.estimators) on the training subjects, and with `--truth` (a cohort's truth.json,
+or a gene,program table with --truth-programs) scores each map against the known links. It writes OUT/report.md,
 OUT/metrics.json and OUT/figures/*.png (atomically), and logs them with `eval/...` metrics to an
 MLflow child run of the evaluated run (a run of experiment `radiogen-eval` for a bare checkpoint;
 none with --no-mlflow).
@@ -34,8 +35,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", metavar="RUN_ID|PATH", default=None,
                    help="the MC-GAN baseline (run id or checkpoint path) for Fig. 3/4 and the comparison")
     p.add_argument("--truth", metavar="PATH", default=None,
-                   help="truth.json of the synthetic cohort the dataset was prepared from: link AUROC and program "
-                        "probes")
+                   help="known truth: the truth.json of the synthetic cohort the dataset was prepared from, or a CSV "
+                        "gene,program with one row per true link (then also --truth-programs): link metrics of every "
+                        "map, program response and probes")
+    p.add_argument("--truth-programs", metavar="CSV", default=None,
+                   help="with a gene,program --truth table: a CSV subject_id,<program>,... of per-subject program "
+                        "values")
+    p.add_argument("--truth-partial", action="store_true",
+                   help="score a truth whose genes only partly match the dataset's (the overlap is printed)")
+    p.add_argument("--estimators", default=",".join(("direct", "classical", "classical-k4", "classical-k8",
+                                                      "classical-k16", "regressor-lasso", "regressor-kernel",
+                                                      "synthesis-correlation", "synthesis-intervention",
+                                                      "synthesis-intervention-module", "synthesis-gradient")),
+                   help="comma-separated map estimators of the table (default: all)")
+    p.add_argument("--map-backgrounds", type=int, default=4,
+                   help="fixed backgrounds the generator's map estimators draw over (default 4)")
     p.add_argument("--out", default=None, help="report folder (default RUNS_DIR/eval/<run or checkpoint name>)")
     p.add_argument("--runs-dir", default="runs", help="where training runs keep checkpoints (default runs)")
     p.add_argument("--tracking-uri", default=None,
@@ -49,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clusters", type=int, default=3, help="KMeans clusters of the codes (default 3, as Fig. 4)")
     p.add_argument("--metagenes", type=int, default=8, help="metagenes of the classical pipeline (default 8)")
     p.add_argument("--device", default=None, help="torch device (default cuda when available, else cpu)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads (default 0: torch's default); the tiny model's small batches run "
+                        "faster on 1 thread of a shared 2-core machine")
 
 
 class EvalError(RuntimeError):
@@ -185,14 +202,20 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from radiogen import schema
+    from dataclasses import asdict
+
+    from radiogen.evaluation.estimators import ESTIMATORS
     from radiogen.evaluation.pipeline import evaluate, load_data
-    from radiogen.evaluation.report import key_metrics, render_report
+    from radiogen.evaluation.report import estimator_lines, key_metrics, render_report
+    from radiogen.evaluation.truth_table import load_truth
 
     from .tracking import TrackingUnavailable, Tracker, check_tracking, code_version, default_tracking_uri, with_retry
 
     start = time.perf_counter()
     runs_dir = Path(args.runs_dir).resolve()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     use_mlflow = not args.no_mlflow
     client = parent = uri = None
     try:
@@ -201,12 +224,16 @@ def run(args: argparse.Namespace) -> int:
                             "--baseline PATH)")
         for flag, value, least in (("--backgrounds", args.backgrounds, 1), ("--n-perm", args.n_perm, 1),
                                    ("--probe-perm", args.probe_perm, 1), ("--clusters", args.clusters, 2),
-                                   ("--metagenes", args.metagenes, 1)):
+                                   ("--metagenes", args.metagenes, 1), ("--map-backgrounds", args.map_backgrounds, 1)):
             if value < least:
                 raise EvalError(f"{flag} must be at least {least}, got {value}")
+        estimators = [e.strip() for e in args.estimators.split(",") if e.strip()]
+        unknown = [e for e in estimators if e not in ESTIMATORS]
+        if unknown:
+            raise EvalError(f"--estimators: unknown {unknown}; choose from {', '.join(ESTIMATORS)}")
         data_dir = Path(args.data).resolve()
         manifest = schema.read_manifest(data_dir)
-        truth = json.loads(Path(args.truth).read_text()) if args.truth else None
+        truth = load_truth(args.truth, args.truth_programs) if args.truth else None
         if use_mlflow:
             from mlflow import MlflowClient
 
@@ -233,10 +260,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"model: {source} ({model.cfg.generator.arch}); baseline: "
               f"{baseline.source if baseline else 'none'}; device {device}")
         data = load_data(data_dir, args.backgrounds, args.seed)
-        missing = [s for s in data.subjects if truth is not None and s not in truth.get("subjects", {})]
-        if missing:
-            raise EvalError(f"{args.truth} lacks subjects {missing[:3]} of the dataset; pass the truth.json of the "
-                            f"cohort the dataset was prepared from")
+        overlap = truth.check(data.gene_names, data.subjects, args.truth_partial) if truth is not None else None
+        if overlap:
+            print(f"truth: {overlap}")
     except (EvalError, schema.SchemaError, TrackingUnavailable, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -256,23 +282,29 @@ def run(args: argparse.Namespace) -> int:
                    "subjects": f"{len(data.subjects)} with genes and nodule slices",
                    "settings": f"{args.backgrounds} fixed backgrounds, seed {args.seed}, {args.n_perm} permutations "
                                f"(probes {args.probe_perm}), {args.clusters} code clusters, {args.metagenes} metagenes",
-                   "truth": args.truth or "none (real data: no ground truth)",
+                   "truth": f"{args.truth} ({overlap})" if truth is not None else "none (real data: no ground truth)",
+                   "map estimators": f"{', '.join(estimators)}; fitted on the training subjects, the generator's "
+                                     f"over {args.map_backgrounds} backgrounds",
                    "MLflow run": f"{eval_run} at {uri}" if eval_run else "not logged",
                    "code version": code_version()}
 
         def fill(folder: Path):
             ev = evaluate(data, model, baseline, figures_dir=folder / "figures", truth=truth, n_perm=args.n_perm,
                           probe_perm=args.probe_perm, n_clusters=args.clusters, n_metagenes=args.metagenes,
-                          seed=args.seed, device=device,
+                          seed=args.seed, device=device, estimators=estimators,
+                          map_backgrounds=args.map_backgrounds,
                           log=lambda line: print(f"[{time.perf_counter() - start:5.0f} s] {line}", flush=True))
             (folder / "report.md").write_text(render_report(context=context, metrics=ev.metrics, figures=ev.figures,
-                                                            top_links=ev.top_links, has_baseline=baseline is not None))
+                                                            top_links=ev.top_links, has_baseline=baseline is not None,
+                                                            estimators=ev.estimators))
             (folder / "metrics.json").write_text(json.dumps(_json_ready(
                 {"context": context, "metrics": ev.metrics, "figures": ev.figures, "top_links": ev.top_links,
-                 "feature_names": ev.feature_names}), indent=1) + "\n")
+                 "feature_names": ev.feature_names, "estimators": [asdict(r) for r in ev.estimators]}), indent=1)
+                + "\n")
             return ev
 
-        metrics = _write_atomically(out, fill).metrics
+        ev = _write_atomically(out, fill)
+        metrics = ev.metrics
         if eval_run:
             # NaN (undefined) metrics stay in metrics.json as null and are not sent.
             finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
@@ -289,6 +321,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"tracking: could not mark eval run {eval_run} {status} ({err})", file=sys.stderr)
     for line in key_metrics(metrics):
         print(line)
+    if ev.estimators:
+        print(f"radiogenomic map estimators (fitted on {len(data.indices('train'))} training subjects; AUROC / AUPRC "
+              f"against the truth, prevalence = a random ranking's AUPRC):")
+        for line in estimator_lines(ev.estimators):
+            print(line)
     print(f"report: {out / 'report.md'} ({time.perf_counter() - start:.0f} s)")
     return 0
 
@@ -311,6 +348,7 @@ def _open_eval_run(client, parent, name: str, fingerprint: str, runs_dir: Path, 
     run = with_retry(lambda: client.create_run(exp_id, run_name=f"eval-{name}", tags=tags), "create eval run")
     params = {"eval.data": str(Path(args.data).resolve()), "eval.model": args.run or args.checkpoint,
               "eval.baseline": args.baseline or "none", "eval.truth": args.truth or "none",
+              "eval.estimators": args.estimators, "eval.map_backgrounds": args.map_backgrounds,
               "eval.backgrounds": args.backgrounds, "eval.seed": args.seed, "eval.n_perm": args.n_perm,
               "eval.probe_perm": args.probe_perm, "eval.clusters": args.clusters, "eval.metagenes": args.metagenes}
     with_retry(lambda: client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()]),

@@ -31,7 +31,7 @@ from radiogen.config import ExperimentConfig, to_dict
 from radiogen.data import GeneLookup, MismatchPool, Slices, assemble_batch, decode_pairs
 from radiogen.figures import fig2_grid, save_figure
 from radiogen.genes import GeneStats
-from radiogen.evaluation.synthesis import map_quality
+from radiogen.evaluation.objective import MapReference, map_objective
 from radiogen.metrics import background_l1, realism_report
 from radiogen.train_step import TrainState, build_training, local_rng, refresh_ema_bn, train_step
 
@@ -39,7 +39,6 @@ from .phases import Phases
 from .tracking import RunRequest, Tracker
 
 STATE_FILE = "state.pt"
-MAP_BACKGROUNDS = 8  # fixed validation backgrounds every subject's genes are drawn over for val/map_quality
 METRICS_FILE = "metrics.jsonl"
 Records = dict[str, np.ndarray]
 T = TypeVar("T")
@@ -59,8 +58,9 @@ class RunSettings:
     pool: Records = field(default_factory=dict)
     """Training nodule rows of several subjects seeding the MismatchPool (for single-subject batches)."""
     validation: dict[str, Records] = field(default_factory=dict)
-    """{"nodules": records, "backgrounds": records, "map": {"subject_ids", "phenotype"} or {}} of the validation
-    split (rank 0 evaluates them; "map" is the real phenotype per validation subject for val/map_quality)."""
+    """{"nodules": records, "backgrounds": records, "map": {"subject_ids", "phenotype"[, "links"]} or {}} of the
+    validation split (rank 0 evaluates them; "map" is the real phenotype per validation subject, and with a truth
+    file the (genes x programs) true links, for val/map_objective: ray_jobs.map_reference.map_reference)."""
     log_every: int = 10
     val_every: int = 100
     checkpoint_every: int = 100
@@ -182,7 +182,7 @@ def watched(items: Iterator[T], timeout: float, what: str) -> Iterator[T]:
         stop.set()
 
 
-SUMMARY_METRICS = ("val/frechet_radiomic", "val/l1_background", "val/map_quality")
+SUMMARY_METRICS = ("val/frechet_radiomic", "val/l1_background", "val/map_objective")
 
 
 class Progress:
@@ -227,10 +227,10 @@ def seed_for(seed: int, rank: int, step: int) -> int:
 
 
 def validate(state: TrainState, pairs: tuple, step: int, figure_dir: Path,
-             map_reference: tuple[torch.Tensor, np.ndarray] | None = None) -> tuple[dict[str, float], Path]:
+             map_reference: MapReference | None = None) -> tuple[dict[str, float], Path]:
     """Background L1 and radiomic realism of the EMA generator on the validation pairs, plus a Fig. 2;
-    with `map_reference` ((genes (S, G), real phenotype (S, 4)) of the validation subjects) also
-    `val/map_quality`, the gene-swap map score of radiogen.evaluation.synthesis.map_quality.
+    with `map_reference` (the validation subjects' genes, real phenotype and, from a truth file, the true
+    links) also `val/map_objective` and its parts (radiogen.evaluation.objective.map_objective).
 
     `pairs` is `decode_pairs` of the validation records, decoded once per run.
     """
@@ -246,9 +246,7 @@ def validate(state: TrainState, pairs: tuple, step: int, figure_dir: Path,
     metrics |= {f"val/{k}": v for k, v in realism_report(real_img, real_mask, fake_img, fake_mask).items()}
     weight = None if out.weight is None else out.weight.float().cpu().numpy()[:, 0]
     if map_reference is not None:
-        map_genes, real_phenotype = map_reference
-        metrics["val/map_quality"] = map_quality(state.G_ema, background[:MAP_BACKGROUNDS], map_genes, real_phenotype,
-                                                 state.device, seed=cfg.train.seed)
+        metrics |= map_objective(state.G_ema, background, map_reference, state.device, seed=cfg.train.seed)
     figure = save_figure(fig2_grid(bg_np, fake_img, weight, fake_mask), figure_dir / f"fig2_step{step:07d}.png")
     return metrics, figure
 
@@ -344,7 +342,8 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
         val_pairs = decode_pairs(settings.validation["nodules"], settings.validation["backgrounds"], genes,
                                  cfg.data.image_size) if rank0 and settings.validation else None
         reference = settings.validation.get("map") if rank0 else None
-        map_reference = (genes(list(reference["subject_ids"])), reference["phenotype"]) if reference else None
+        map_reference = MapReference(genes(list(reference["subject_ids"])).cpu().numpy(), reference["phenotype"],
+                                     reference.get("links")) if reference else None
         while state.step < t.max_steps:
             batches = watched(session.epoch_batches(epoch, t.batch_size), settings.data_timeout,
                               f"rank {session.rank}, epoch {epoch}")

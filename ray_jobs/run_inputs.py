@@ -11,13 +11,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from radiogen import schema
 from radiogen.config import ExperimentConfig, to_dict
 from radiogen.data import check_compatible, pool_records, read_records
 
 from .loop import Records, RunSettings
+from .map_reference import map_reference
 from .tracking import code_version, flatten
 
 
@@ -49,10 +48,20 @@ class TrainingInputs:
     them in memory); {} when the run reads its split itself."""
 
 
-def read_inputs(data: Path, manifest: dict, image_size: int, val_size: int, train_split: bool = False
-                ) -> TrainingInputs:
-    """The gene table, the validation slices and the mismatch pool (and with `train_split` the training records);
-    raise TooFewSubjects, print what is off."""
+@dataclass(frozen=True)
+class TruthFiles:
+    """The cohort's known gene -> program links, when given (--truth, --truth-programs, --truth-partial): the
+    validation map objective is then the AUPRC of the generator's intervention map against them."""
+
+    truth: str | None = None
+    programs: str | None = None
+    partial: bool = False
+
+
+def read_inputs(data: Path, manifest: dict, image_size: int, val_size: int, train_split: bool = False,
+                truth: TruthFiles = TruthFiles()) -> TrainingInputs:
+    """The gene table, the validation slices and their map reference, and the mismatch pool (and with
+    `train_split` the training records); raise TooFewSubjects or TruthError, print what is off."""
     if val_size < 0:
         raise TooFewSubjects(f"--val-size must be >= 0, got {val_size}")
     matrix = schema.read_genes(data)
@@ -68,26 +77,12 @@ def read_inputs(data: Path, manifest: dict, image_size: int, val_size: int, trai
     if not validation:
         print("warning: the validation split has fewer than 2 paired slices; validation metrics and figures are off")
     else:
-        validation["map"] = map_reference(data, image_size)
+        validation["map"] = map_reference(data, image_size, truth.truth, truth.programs, truth.partial)
         if not validation["map"]:
-            print("warning: the validation split has fewer than 3 subjects with nodules; val/map_quality is off")
+            print("warning: the validation split has fewer than 3 subjects with nodules; val/map_objective is off")
     split = {kind: read_records(data, "train", kind) for kind in schema.KINDS} if train_split else {}
     return TrainingInputs(data, manifest, matrix, validation, pool_records(data), schema.slice_files(data, manifest),
                           split)
-
-
-def map_reference(data: Path, image_size: int) -> Records:
-    """The real nodule phenotype per validation subject: the reference `val/map_quality` compares the
-    gene-swapped synthetic nodules with ({} when fewer than MIN_SUBJECTS validation subjects)."""
-    from radiogen.evaluation.synthesis import MIN_SUBJECTS, cheap_phenotype_by_subject
-
-    rows = read_records(data, "val", "nodule")
-    subjects = sorted({str(s) for s in rows["subject_id"]})
-    if len(subjects) < MIN_SUBJECTS:
-        return {}
-    images, masks = schema.decode_images(rows["image"], image_size), schema.decode_masks(rows["mask"], image_size)
-    return {"subject_ids": np.asarray(subjects),
-            "phenotype": cheap_phenotype_by_subject(images, masks, rows["subject_id"], subjects)}
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from pathlib import Path
 from radiogen import schema
 from radiogen.config import ConfigError, dump_yaml, set_values
 from radiogen.data import DatasetMismatch
+from radiogen.evaluation.truth_table import TruthError
 from radiogen.search_space import SearchSpaceError, SweepSpec, base_data, load_sweep, trial_config
 
 from .cli import add_sweep_arguments as add_arguments
@@ -44,7 +45,7 @@ from .quiet import quiet_logs, quiet_mlflow, ray_log_dir
 from .ray_train import training_datasets
 from .resources import (RAY_DATA_CPUS, TRIAL_DRIVER_CPUS, ResourceMismatch, TrialPlan, choose_data_mode, cluster_size,
                         connect_ray, plan_trials)
-from .run_inputs import RunIdentity, TooFewSubjects, read_inputs, resolve_config
+from .run_inputs import RunIdentity, TooFewSubjects, TruthFiles, read_inputs, resolve_config
 from .signals import Sigterm
 from .sweep_events import activate, describe
 from .sweep_report import TrialRow, best, grid_table, leaderboard_table, markdown, optuna_plots, rank, write_csv
@@ -119,9 +120,12 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
             direct = choose_trial_mode(args.trial_mode, args.num_workers, data_mode)
             plan = plan_trials(cpus, gpus, args.num_workers, args.cpus_per_worker, args.gpu, args.max_concurrent,
                                direct, base.data.image_size)
-        inputs = read_inputs(data, manifest, base.data.image_size, args.val_size, train_split=plan.direct)
+        truth = TruthFiles(**state["truth"]) if args.resume else TruthFiles(args.truth, args.truth_programs,
+                                                                            args.truth_partial)
+        inputs = read_inputs(data, manifest, base.data.image_size, args.val_size, train_split=plan.direct,
+                             truth=truth)
         check_objectives(spec, inputs.validation)
-    except (ResourceMismatch, TooFewSubjects, ConfigError) as err:
+    except (ResourceMismatch, TooFewSubjects, ConfigError, TruthError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     n_trials = spec.trials if spec.mode == "search" else len(spec.grid.variants) * len(spec.grid.seeds)
@@ -146,7 +150,8 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
     if not args.resume:
         write_state(folder, {"spec": spec.to_dict(), "overrides": list(overrides), "data": str(data),
                              "experiment": experiment, "uri": uri, "parent_run_id": parent, "plan": asdict(plan),
-                             "num_workers": args.num_workers, "gpu": args.gpu, "data_mode": data_mode})
+                             "num_workers": args.num_workers, "gpu": args.gpu, "data_mode": data_mode,
+                             "truth": asdict(truth)})
     print(f"sweep {name} (MLflow parent run {parent}) tracking at {uri}")
     datasets = None if plan.direct else training_datasets(inputs.files, not args.no_shuffle, data_mode)
     ctx = SweepContext(name=name, spec=spec, base=base_dict, inputs=inputs, identity=identity, uri=uri,
@@ -208,9 +213,13 @@ def check_objectives(spec: SweepSpec, validation: dict) -> None:
     if not validation and any(m.startswith("val/") for m in metrics):
         raise ConfigError("the objectives are validation metrics but the dataset's validation split has fewer than "
                           "2 paired slices; prepare a validation split (radiogen prep --split) or raise --val-size")
-    if "val/map_quality" in metrics and not validation.get("map"):
-        raise ConfigError("objective val/map_quality needs 3+ validation subjects with nodules; prepare more "
-                          "subjects or choose another objective")
+    map_metrics = [m for m in metrics if m in ("val/map_objective", "val/map_agreement", "val/map_auprc")]
+    if map_metrics and not validation.get("map"):
+        raise ConfigError(f"objective {map_metrics[0]} needs 3+ validation subjects with nodules; prepare more "
+                          f"subjects or choose another objective")
+    if "val/map_auprc" in metrics and "links" not in validation["map"]:
+        raise ConfigError("objective val/map_auprc scores the map against known links: give the cohort's truth "
+                          "with --truth (or use val/map_objective, which falls back to the truth-free agreement)")
 
 
 def read_state(folder: Path) -> dict:

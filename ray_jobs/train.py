@@ -25,6 +25,7 @@ import torch
 from radiogen import schema
 from radiogen.config import ConfigError, ExperimentConfig, load_config
 from radiogen.data import DatasetMismatch, LocalSource
+from radiogen.evaluation.truth_table import TruthError
 
 from .cli import add_train_arguments as add_arguments
 from .loop import fit
@@ -32,7 +33,8 @@ from .phases import Phases
 from .quiet import quiet_logs, ray_log_dir
 from .ray_train import RunPlan, launch, training_datasets
 from .resources import ResourceMismatch, choose_data_mode, connect_ray, local_threads, size_workers, worker_threads
-from .run_inputs import RunIdentity, TooFewSubjects, TrainingInputs, make_settings, read_inputs, resolve_config
+from .run_inputs import (RunIdentity, TooFewSubjects, TrainingInputs, TruthFiles, make_settings, read_inputs,
+                         resolve_config)
 from .signals import Sigterm
 from .tracking import (RUN_NAME, RunFinished, TrackingUnavailable, Tracker, check_tracking, default_tracking_uri,
                        open_run, ui_hint)
@@ -61,8 +63,9 @@ def run_logged(args: argparse.Namespace, log_file: Path) -> int:
         uri = default_tracking_uri(runs_dir, args.tracking_uri)
         check_tracking(uri)
         schema.verify_dataset(data)  # every file against its recorded size and hash, before any run exists
-        inputs = read_inputs(data, manifest, cfg.data.image_size, args.val_size)
-    except (ConfigError, schema.SchemaError, DatasetMismatch, TrackingUnavailable, TooFewSubjects) as err:
+        inputs = read_inputs(data, manifest, cfg.data.image_size, args.val_size,
+                             truth=TruthFiles(args.truth, args.truth_programs, args.truth_partial))
+    except (ConfigError, schema.SchemaError, DatasetMismatch, TrackingUnavailable, TooFewSubjects, TruthError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -35,11 +35,12 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def synthetic_cohort(tmp_path_factory) -> Path:
-    """A small synthetic cohort in the NIfTI layout (cases.csv, images/, masks/, genes.tsv, truth.json)."""
+    """A small synthetic cohort in the NIfTI layout (cases.csv, images/, masks/, genes.tsv, truth.json), of the
+    aligned design (a co-expressed module per program) that the tests of prep, training and evaluation expect."""
     from data_prep.cohort import write_cohort
 
     out = tmp_path_factory.mktemp("cohort_nifti")
-    write_cohort(out, subjects=6, seed=0, fmt="nifti", matrix=128)
+    write_cohort(out, subjects=6, seed=0, fmt="nifti", matrix=128, design="aligned")
     return out
 
 
@@ -49,7 +50,7 @@ def synthetic_cohort_tcia(tmp_path_factory) -> Path:
     from data_prep.cohort import write_cohort
 
     out = tmp_path_factory.mktemp("cohort_tcia")
-    write_cohort(out, subjects=3, seed=1, fmt="tcia", matrix=128)
+    write_cohort(out, subjects=3, seed=1, fmt="tcia", matrix=128, design="aligned")
     return out
 
 

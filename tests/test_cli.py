@@ -74,11 +74,12 @@ def test_module_takes_exactly_the_flags_of_its_radiogen_command(command):
 
 
 def test_light_argument_definitions_match_the_modules_they_describe():
-    from data_prep import cli, cohort, gene_table
+    from data_prep import cli, cohort, gene_model, gene_table
 
     assert cli.COHORT_FORMATS == cohort.FORMATS and cli.GENE_ORIENTATIONS == gene_table.ORIENTATIONS
-    assert cli.COHORT_DEFAULT_GENES == cohort.DEFAULT_GENES
-    assert cli.COHORT_DEFAULT_NA_FRACTION == cohort.DEFAULT_NA_FRACTION
+    assert cli.COHORT_DEFAULT_GENES == gene_model.DEFAULT_GENES
+    assert cli.COHORT_DEFAULT_NA_FRACTION == gene_model.DEFAULT_NA_FRACTION
+    assert cli.COHORT_DESIGNS == tuple(gene_model.DESIGNS) and cli.COHORT_DEFAULT_DESIGN == gene_model.DEFAULT_DESIGN
     args = build_parser().parse_args(["prep", "--cases", "c.csv", "--genes", "g.tsv", "--out", "o"])
     assert args.na_policy == gene_table.NaPolicy() and args.split == (0.7, 0.15, 0.15)
 

@@ -14,8 +14,10 @@ import SimpleITK as sitk
 from scipy import ndimage
 from scipy.stats import spearmanr
 
-from data_prep import cohort
-from data_prep.cohort import PROGRAMS, Grid, simulate_expression, synthesize_subject, write_cohort
+from data_prep import cohort, gene_model, phantom
+from data_prep.cohort import write_cohort
+from data_prep.gene_model import PROGRAMS, simulate_expression
+from data_prep.phantom import Grid, synthesize_subject
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -119,7 +121,7 @@ def test_genes_tsv_is_geo_layout_with_na(synthetic_cohort: Path) -> None:
     assert text.splitlines()[0] == "\t".join(["gene_symbol", *truth["subjects"]])
     table = pd.read_csv(synthetic_cohort / "genes.tsv", sep="\t", index_col="gene_symbol", na_values=["NA"],
                         keep_default_na=False)
-    assert table.shape == (cohort.DEFAULT_GENES, 6) and table.index.is_unique
+    assert table.shape == (gene_model.DEFAULT_GENES, 6) and table.index.is_unique
     assert list(table.index) == list(truth["gene_programs"])
     values = table.to_numpy(dtype=float)
     na = np.isnan(values)
@@ -132,12 +134,13 @@ def test_genes_tsv_is_geo_layout_with_na(synthetic_cohort: Path) -> None:
     for name in PROGRAMS:
         module = (programs == name).to_numpy()
         assert module.sum() == 25 and kept[module].sum() >= 20
-    assert programs.isna().sum() == cohort.DEFAULT_GENES - 4 * 25
-    # The written table is the gene model's table for this seed.
-    assert text == cohort.genes_tsv(simulate_expression(6, 0))
+    assert programs.isna().sum() == gene_model.DEFAULT_GENES - 4 * 25
+    # The written table is the gene model's table for this seed (the shared test cohort is of the aligned design).
+    assert truth["design"] == "aligned" and set(truth["program_kinds"].values()) == {"aligned"}
+    assert text == gene_model.genes_tsv(simulate_expression(6, 0, design="aligned"))
 
 
-def _module_scores(expr: cohort.Expression) -> np.ndarray:
+def _module_scores(expr: gene_model.Expression) -> np.ndarray:
     """(subjects, programs): mean z-scored log2(count + 1) over each program's module genes."""
     logx = np.log2(expr.counts + 1.0)
     z = (logx - np.nanmean(logx, axis=1, keepdims=True)) / np.nanstd(logx, axis=1, keepdims=True)
@@ -146,7 +149,7 @@ def _module_scores(expr: cohort.Expression) -> np.ndarray:
 
 
 def test_programs_recoverable_from_gene_modules() -> None:
-    expr = simulate_expression(30, seed=3)
+    expr = simulate_expression(30, seed=3, design="aligned")
     scores = _module_scores(expr)
     rho = np.array([[spearmanr(expr.programs[:, p], scores[:, q])[0] for q in range(4)] for p in range(4)])
     assert np.all(np.diag(rho) > 0.7), rho
@@ -163,7 +166,7 @@ def test_programs_recoverable_from_gene_modules() -> None:
         pick = rng.choice(nuisance, 25, replace=False)
         assert abs(spearmanr(expr.programs[:, p], np.nanmean(z[pick], 0))[0]) < 0.6
     # Programs are the subjects' own (subject k is the same whatever the cohort size).
-    assert np.array_equal(expr.programs[:6], simulate_expression(6, seed=3).programs)
+    assert np.array_equal(expr.programs[:6], simulate_expression(6, seed=3, design="aligned").programs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +174,7 @@ def test_programs_recoverable_from_gene_modules() -> None:
 
 
 def test_truth_phenotype_follows_programs(tmp_path: Path) -> None:
-    out = write_cohort(tmp_path / "c", subjects=16, seed=11, genes=60, matrix=96)
+    out = write_cohort(tmp_path / "c", subjects=16, seed=11, genes=60, matrix=96, design="aligned")
     truth = _truth(out)["subjects"]
     z = np.array([[s["programs"][p] for p in PROGRAMS] for s in truth.values()])
     first = [s["nodules"][0] for s in truth.values()]
@@ -190,7 +193,7 @@ def test_truth_phenotype_follows_programs(tmp_path: Path) -> None:
 
 
 def _what_if(program: str, low: float, high: float, matrix: int = 256,
-             **others: float) -> tuple[cohort.Subject, cohort.Subject]:
+             **others: float) -> tuple[phantom.Subject, phantom.Subject]:
     """The same subject (anatomy, draws) with one program set low and then high (the others 0 or as given)."""
     base = np.array([others.get(p, 0.0) for p in PROGRAMS])
     z_lo, z_hi = base.copy(), base.copy()
@@ -200,9 +203,9 @@ def _what_if(program: str, low: float, high: float, matrix: int = 256,
     return synthesize_subject(4, 0, grid, z_lo), synthesize_subject(4, 0, grid, z_hi)
 
 
-def _first_nodule(s: cohort.Subject) -> np.ndarray:
+def _first_nodule(s: phantom.Subject) -> np.ndarray:
     labels, _ = ndimage.label(s.mask, np.ones((3, 3, 3)))
-    spacing = np.array(cohort.Grid.for_matrix(s.mask.shape[1]).spacing)
+    spacing = np.array(Grid.for_matrix(s.mask.shape[1]).spacing)
     idx = np.round((np.array(s.nodules[0]["center_mm"]) - s.origin) / spacing).astype(int)[::-1]
     near = labels[tuple(slice(i - 2, i + 3) for i in idx)]
     return labels == np.bincount(near[near > 0]).argmax()
@@ -306,9 +309,9 @@ def _arrays(out: Path) -> list[np.ndarray]:
 
 
 def test_same_seed_same_files_other_seed_differs(tmp_path: Path) -> None:
-    a = write_cohort(tmp_path / "a", subjects=2, seed=5, genes=80, matrix=64)
-    b = write_cohort(tmp_path / "b", subjects=2, seed=5, genes=80, matrix=64)
-    c = write_cohort(tmp_path / "c", subjects=2, seed=6, genes=80, matrix=64)
+    a = write_cohort(tmp_path / "a", subjects=2, seed=5, genes=80, matrix=64, design="aligned")
+    b = write_cohort(tmp_path / "b", subjects=2, seed=5, genes=80, matrix=64, design="aligned")
+    c = write_cohort(tmp_path / "c", subjects=2, seed=6, genes=80, matrix=64, design="aligned")
     assert (a / "genes.tsv").read_bytes() == (b / "genes.tsv").read_bytes()
     assert (a / "truth.json").read_bytes() == (b / "truth.json").read_bytes()
     assert (a / "cases.csv").read_bytes() == (b / "cases.csv").read_bytes()
@@ -316,8 +319,8 @@ def test_same_seed_same_files_other_seed_differs(tmp_path: Path) -> None:
     assert (a / "genes.tsv").read_bytes() != (c / "genes.tsv").read_bytes()
     assert not np.array_equal(_arrays(a)[0], _arrays(c)[0])
     # DICOM too: same seed, same bytes (UIDs derive from the seed).
-    d = write_cohort(tmp_path / "d", subjects=1, seed=5, genes=80, matrix=64, fmt="tcia")
-    e = write_cohort(tmp_path / "e", subjects=1, seed=5, genes=80, matrix=64, fmt="tcia")
+    d = write_cohort(tmp_path / "d", subjects=1, seed=5, genes=80, matrix=64, fmt="tcia", design="aligned")
+    e = write_cohort(tmp_path / "e", subjects=1, seed=5, genes=80, matrix=64, fmt="tcia", design="aligned")
     files_d = sorted(p.relative_to(d) for p in d.rglob("*.dcm"))
     assert files_d == sorted(p.relative_to(e) for p in e.rglob("*.dcm"))
     assert all((d / f).read_bytes() == (e / f).read_bytes() for f in files_d)
@@ -333,9 +336,11 @@ def test_refuses_non_empty_output_and_bad_arguments(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert write_cohort(empty, subjects=1, seed=0, genes=50, matrix=64) == empty
+    assert write_cohort(empty, subjects=1, seed=0, genes=50, matrix=64, design="aligned") == empty
     assert (empty / "cases.csv").is_file()
     for bad, match in [(dict(matrix=32), "--matrix"), (dict(genes=10), "--genes"),
+                       (dict(genes=60, design="drivers"), "--genes must be at least 100 for design drivers"),
+                       (dict(design="causal"), "--design must be one of"),
                        (dict(na_fraction=0.7), "--na-fraction"), (dict(subjects=0), "--subjects"),
                        (dict(fmt="dicom"), "--format")]:
         with pytest.raises(ValueError, match=match):
@@ -347,11 +352,12 @@ def test_cli_writes_and_reports(tmp_path: Path, capsys) -> None:
     parser = argparse.ArgumentParser(prog="radiogen")
     cohort.register_cli(parser.add_subparsers(dest="command", required=True))
     argv = ["cohort", "--out", str(tmp_path / "c"), "--subjects", "2", "--seed", "1", "--genes", "60",
-            "--matrix", "64", "--na-fraction", "0.1", "--format", "nifti"]
+            "--matrix", "64", "--na-fraction", "0.1", "--format", "nifti", "--design", "aligned"]
     args = parser.parse_args(argv)
     assert args.func(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and "2 synthetic subjects" in lines[0] and str(tmp_path / "c") in lines[0]
+    assert "design aligned" in lines[0]
     truth = _truth(tmp_path / "c")
     assert truth["genes"] == 60 and truth["na_fraction"] == 0.1 and len(truth["subjects"]) == 2
     args = parser.parse_args(argv)

@@ -28,7 +28,10 @@ def test_make_demo_runs_every_stage_quietly_and_reuses_them(ray_cluster, mlflow_
     for stage in ("cohort", "prep", "sweep", "baseline", "eval"):
         assert sum(line.startswith(f"demo {stage}: ") for line in lines) == 1, stage
     assert "| rank | trial | state |" in out  # the leaderboard
-    assert "radiogenomic map vs the cohort's true links, AUROC: learned " in out and "classical pipeline " in out
+    assert "radiogenomic map vs the cohort's true links (every map fitted on the " in out
+    for estimator in ("direct", "classical", "regressor-lasso", "synthesis-intervention", "synthesis-gradient"):
+        assert sum(line.startswith(f"    {estimator}: ") for line in lines) == 1, estimator  # the estimators table
+    assert sum(line.startswith("    synthesis-intervention (baseline): ") for line in lines) == 1
     assert "realism, radiomic Frechet distance" in out and "MLflow: open " in out
     report = tmp_path / "demo" / "eval" / "demo"
     assert (report / "report.md").is_file() and any((report / "figures").glob("*.png"))

@@ -29,7 +29,7 @@ def wrapper(setup: str = "") -> str:
 def cohort(tmp_path: Path) -> Path:
     from data_prep.cohort import write_cohort
 
-    return write_cohort(tmp_path / "cohort", subjects=4, seed=0, matrix=64, genes=40)
+    return write_cohort(tmp_path / "cohort", subjects=4, seed=0, matrix=64, genes=40, design="aligned")
 
 
 def prep(cohort: Path, out: Path, *flags: str, setup: str = "") -> tuple[dict, dict, str]:

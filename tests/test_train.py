@@ -69,8 +69,8 @@ def test_local_run_is_fully_tracked(prepared, mlflow_server, tmp_path, capsys):
     assert steps_of(client, run.info.run_id, "val/l1_background") == [6, 12]
     assert "val/frechet_radiomic" in run.data.metrics
     # The gene-swap map score over the 3 validation subjects: logged with every validation, a rank correlation.
-    assert steps_of(client, run.info.run_id, "val/map_quality") == [6, 12]
-    assert -1 <= run.data.metrics["val/map_quality"] <= 1
+    assert steps_of(client, run.info.run_id, "val/map_objective") == [6, 12]
+    assert -1 <= run.data.metrics["val/map_objective"] <= 1
     figures = [a.path for a in client.list_artifacts(run.info.run_id, "figures")]
     assert figures == ["figures/fig2_step0000006.png", "figures/fig2_step0000012.png"]
     assert {"generator_ema_config.json", "generator_ema_weights.pt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}

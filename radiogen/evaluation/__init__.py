@@ -6,5 +6,11 @@ All functions are pure numpy in / numpy out, seeded, without I/O:
 - conditioning: does a synthetic nodule's phenotype follow its gene source (retrieval);
 - codes: clustering, linear probes and the PCA baseline of gene codes;
 - radiomap: gene/code-feature association maps and the classical metagene pipeline;
-- truth: scores against the synthetic cohort's known gene -> program links.
+- phenotype: differentiable phenotype proxies, the read-out every map estimator shares;
+- estimators: gene x program map estimators behind one interface (direct, classical, regressors, the
+  generator's synthesis maps) and their calibration (holdout randomisation test);
+- link_metrics: how well a map recovers known links (AUROC, AUPRC, achieved FDP and power, FWER);
+- truth_table: known truth from truth.json or a gene,program table; truth: program response and probes;
+- objective: the validation map objective a sweep can optimise.
+pipeline (with eval_data, eval_figures, map_table and report) is the `radiogen eval` run built from them.
 """

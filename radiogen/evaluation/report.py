@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 
 SPLIT_TITLES = {"train": "training subjects", "heldout": "held-out subjects (val + test)"}
 WHO = {
+    "data": "genes and real phenotype (no generator)",
     "model": "proposed (evaluated model)",
     "baseline": "baseline (MC-GAN)",
     "genes_pca": "raw genes (PCA)",
@@ -58,20 +59,72 @@ def key_metrics(metrics: dict[str, float], splits: Sequence[str] = ("train", "he
                 f"retrieval top1 {fmt(m('model', 'conditioning', 'top1'))} "
                 f"(chance {fmt(m('model', 'conditioning', 'chance_top1'))}, "
                 f"p {fmt(m('model', 'conditioning', 'p_top1'))}), "
-                f"map quality {fmt(m('model', 'map', 'quality'))}, "
+                f"map agreement {fmt(m('model', 'map', 'agreement'))}, "
                 f"map cells significant {fmt(m('model', 'map', 'n_significant'))} "
                 f"(classical {fmt(m('classical', 'map', 'n_significant'))})")
-        if metric_name(split, "model", "truth", "auroc") in metrics:
-            line += (f", link AUROC learned {fmt(m('model', 'truth', 'auroc'))} "
-                     f"vs classical {fmt(m('classical', 'truth', 'auroc'))}, program response size "
-                     f"{fmt(m('model', 'truth', 'response/size'))} density {fmt(m('model', 'truth', 'response/density'))} "
-                     f"decoy {fmt(m('model', 'truth', 'response/decoy'))}")
+        if metric_name(split, "model", "truth", "response/size") in metrics:
+            line += (f", program response size {fmt(m('model', 'truth', 'response/size'))} density "
+                     f"{fmt(m('model', 'truth', 'response/density'))} decoy "
+                     f"{fmt(m('model', 'truth', 'response/decoy'))}")
         lines.append(line)
     return lines
 
 
+def _cell(rows: dict, key: str, digits: int = 2) -> str:
+    return fmt(rows.get(key), digits)
+
+
+def estimator_lines(rows: Sequence, programs: Sequence[str] = ("size", "density")) -> list[str]:
+    """The short estimators table `radiogen eval` and the demo print: one line per map."""
+    lines = []
+    for r in rows:
+        name = r.estimator if r.who in ("data", "model") else f"{r.estimator} ({WHO[r.who].split(' (')[0]})"
+        if r.undefined:
+            lines.append(f"  {name}: {r.undefined}")
+            continue
+        m = r.metrics
+        ranking = ", ".join(f"{p} {_cell(m, f'auroc/{p}')} / {_cell(m, f'auprc/{p}')} (prevalence "
+                            f"{_cell(m, f'prevalence/{p}', 3)})" for p in programs if f"auroc/{p}" in m)
+        calls = (f"calls at q 0.05: {fmt(m['calls/q0.05'])}" + (f" (FDP {_cell(m, 'fdp/q0.05')}, power "
+                                                                 f"{_cell(m, 'power/q0.05')})" if "fdp/q0.05" in m
+                                                                else "")) if "calls/q0.05" in m else "no calls"
+        head = f"AUROC / AUPRC {ranking}; pooled AUROC {_cell(m, 'auroc/pooled')}; " if ranking else ""
+        lines.append(f"  {name}: {head}{calls}")
+    return lines
+
+
+def estimators_section(rows: Sequence, programs: Sequence[str] = PROGRAMS) -> list[str]:
+    """The markdown estimators table: per program AUROC / AUPRC with the prevalence, pooled AUROC, calls."""
+    out = ["", "## Radiogenomic map estimators", "",
+           "Every estimator is fitted on the training subjects only (their genes, normalised as the model reads them, "
+           "and their real nodules' phenotype proxies: soft mask area, mean intensity inside the mask, isoperimetric "
+           "ratio, interior local RMS); the held-out subjects serve only the calibration of the model-based maps "
+           "(holdout randomisation test). direct: per-gene Spearman, permutation p. classical: metagenes (k by "
+           "silhouette, or fixed), hierarchical gene-level calls. regressor-*: lasso / kernel ridge from genes to the "
+           "real phenotype, read by +1 SD gene shifts. synthesis-*: the generator over fixed backgrounds and noise "
+           "(correlation: the earlier learned score; intervention: +1 SD of one gene or one co-expression module; "
+           "gradient: Captum integrated gradients). Calls: Benjamini-Hochberg over the whole map at q. A map read off "
+           "mostly empty synthetic masks is undefined.", ""]
+    prev = rows[0].metrics if rows else {}
+    header = ["map", "fitted by", *(f"{p} AUROC / AUPRC (prev. {_cell(prev, f'prevalence/{p}', 3)})" for p in programs
+                                    if f"auroc/{p}" in prev),
+              "pooled AUROC", "calls q 0.05 (FDP, power)", "calls q 0.10 (FDP, power)", "how"]
+    table = []
+    for r in rows:
+        m = r.metrics
+        if r.undefined:
+            table.append([r.estimator, WHO[r.who], *(["-"] * (len(header) - 4)), r.undefined, r.note])
+            continue
+        calls = [f"{fmt(m.get(f'calls/q{q}'))} ({_cell(m, f'fdp/q{q}')}, {_cell(m, f'power/q{q}')})"
+                 if f"calls/q{q}" in m else "-" for q in ("0.05", "0.1")]
+        table.append([r.estimator, WHO[r.who], *(f"{_cell(m, f'auroc/{p}')} / {_cell(m, f'auprc/{p}')}"
+                                                 for p in programs if f"auroc/{p}" in prev),
+                      _cell(m, "auroc/pooled"), *calls, r.note])
+    return out + [_table(header, table)]
+
+
 def render_report(*, context: dict[str, str], metrics: dict[str, float], figures: dict[str, dict],
-                  top_links: dict[str, list[dict]], has_baseline: bool,
+                  top_links: dict[str, list[dict]], has_baseline: bool, estimators: Sequence = (),
                   splits: Sequence[str] = ("train", "heldout")) -> str:
     """The markdown report.
 
@@ -81,7 +134,7 @@ def render_report(*, context: dict[str, str], metrics: dict[str, float], figures
     """
     splits = [s for s in splits if metrics.get(f"eval/{s}/n_subjects", 0) > 0]
     models = ["model"] + (["baseline"] if has_baseline else [])
-    has_truth = any(metric_name(s, "model", "truth", "auroc") in metrics for s in splits)
+    has_truth = any(metric_name(s, "model", "truth", "response/size") in metrics for s in splits)
 
     def val(split: str, *parts: str) -> str:
         return fmt(metrics.get(metric_name(split, *parts)))
@@ -114,13 +167,12 @@ def render_report(*, context: dict[str, str], metrics: dict[str, float], figures
             "Gene swap over fixed backgrounds and noise: does a subject's synthetic nodule (features averaged over "
             "the backgrounds) retrieve that subject's real nodule among all subjects? Both sets are z-scored across "
             "subjects on their own, so only how subjects differ counts (realism covers the offset). Chance = "
-            "k / subjects; p from permuting the subject pairing. Map quality: mean over the four phenotype "
-            "features (cheap features of radiogen.metrics) of Spearman rho between subjects' synthetic and real "
-            "values.", ""]
+            "k / subjects; p from permuting the subject pairing. Map agreement (the truth-free map objective): mean "
+            "over the four phenotype proxies of Spearman rho between subjects' synthetic and real values.", ""]
     rows = [("top1", "top-1 retrieval"), ("chance_top1", "chance top-1"), ("p_top1", "p top-1"),
             ("top5", "top-5 retrieval"), ("chance_top5", "chance top-5"), ("p_top5", "p top-5")]
     table = [[label, *(val(s, w, "conditioning", k) for s in splits for w in models)] for k, label in rows]
-    table.append(["map quality", *(val(s, w, "map", "quality") for s in splits for w in models)])
+    table.append(["map agreement", *(val(s, w, "map", "agreement") for s in splits for w in models)])
     out.append(_table(["metric", *cols], table))
 
     reps = ["genes_pca", *models]
@@ -128,7 +180,7 @@ def render_report(*, context: dict[str, str], metrics: dict[str, float], figures
             "Silhouette of KMeans clusters of each representation; cross-validated ridge probe (R², permutation p) "
             "from the representation to each program's real nodule feature "
             "(size: shape2D_PixelSurface, density: firstorder_Mean, irregularity: shape2D_Sphericity, texture: "
-            "glcm_JointEntropy).", ""]
+            "firstorder_Entropy).", ""]
     header = ["representation", *(f"{h}, {s}" for s in splits for h in ("silhouette", *PROGRAMS))]
     out.append(_table(header, [[WHO[w], *(cell for s in splits for cell in
                                          [val(s, w, "code", "silhouette"),
@@ -153,16 +205,11 @@ def render_report(*, context: dict[str, str], metrics: dict[str, float], figures
                 listed = [f"{c['row']} ~ {c['feature']} (rho {fmt(c['rho'])}, q {fmt(c['q'])})" for c in cells]
                 out += ["", f"Strongest significant cells, {WHO[w]}, {s}: " + "; ".join(listed)]
 
+    out += estimators_section(estimators)
     if has_truth:
         out += ["", "## Ground truth (synthetic cohort)", "",
-                "Link AUROC: how well each method's gene x program scores rank the true gene -> program links above "
-                "the rest. Learned: |Spearman rho| between each gene and each program's phenotype feature of the "
-                "subject's synthetic nodules (gene swap). Classical: a gene inherits |rho| of its metagene with the "
-                "real phenotype feature. Reference: each gene vs the real phenotype directly. Probe: cross-validated "
-                "R² of each true program from the representation (p from a permutation null).", ""]
-        auroc_rows = [*models, "classical", "genes_direct"]
-        out.append(_table(["method", *(f"link AUROC, {s}" for s in splits)],
-                          [[WHO[w], *(val(s, w, "truth", "auroc") for s in splits)] for w in auroc_rows]))
+                "Probe: cross-validated R² of each true program from the representation (p from a permutation null). "
+                "The link metrics of every map are in the estimators table above.", ""]
         out += ["", "Program response: every subject's genes over the same fixed backgrounds; Spearman rho across "
                 "subjects of the synthetic nodules' mean mask area with the true size program and of their mean "
                 "intensity inside the mask with the density program; decoy: the larger |rho| of either with the "

@@ -1,8 +1,9 @@
 """Gene-swap synthesis (docs/design.md §5, conditioning): every subject's genes drawn over the same fixed backgrounds.
 
 Holding the backgrounds and the noise fixed and varying only the gene vector makes any difference
-between two subjects' synthetic nodules an effect of their genes. The learned radiogenomic map is
-read off these nodules, and `map_quality` condenses it into one cheap number for training validation.
+between two subjects' synthetic nodules an effect of their genes. The radiogenomic map estimators
+(radiogen.evaluation.estimators) and the validation map objective (radiogen.evaluation.objective) read
+the generator the same way.
 
 G is any generator of the radiogen protocol: G(background (B,1,S,S), genes (B,G), noise=None) -> an
 output with .image, .mask (B,1,S,S), .weight (B,1,S,S) or None and .code (B,C); `gene_code(genes)`
@@ -16,21 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
-from radiogen.metrics import FEATURE_NAMES, radiomic_features
 from radiogen.train_step import local_rng
 
 from .features import subject_means
+from .phenotype import proxies_np
 
-CHEAP_PHENOTYPE: dict[str, str] = {
-    "size": "area_fraction",
-    "density": "mean",
-    "irregularity": "compactness",
-    "texture": "std",
-}
-"""Program -> feature of radiogen.metrics (fast, no pyradiomics) that tracks it, for `map_quality`."""
-_CHEAP_COLUMNS = [FEATURE_NAMES.index(f) for f in CHEAP_PHENOTYPE.values()]
 MIN_SUBJECTS = 3  # a rank correlation over fewer subjects says nothing
 
 
@@ -88,15 +80,11 @@ def gene_swap(G: torch.nn.Module, backgrounds, genes, device: torch.device | str
                       code.float().cpu().numpy())
 
 
-def cheap_phenotype(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """(N, 4) CHEAP_PHENOTYPE features (program order) of nodule slices; NaN rows for empty masks."""
-    return radiomic_features(images, masks)[:, _CHEAP_COLUMNS]
-
-
 def cheap_phenotype_by_subject(images: np.ndarray, masks: np.ndarray, subject_ids, subjects) -> np.ndarray:
-    """(len(subjects), 4) per-subject NaN-mean of `cheap_phenotype` over a subject's real slices, rows in
-    the order of `subjects`: the `real_phenotype_by_subject` argument of `map_quality`."""
-    means, present = subject_means(cheap_phenotype(images, masks), [str(s) for s in subject_ids])
+    """(len(subjects), 4) per-subject mean of the phenotype proxies (radiogen.evaluation.phenotype, program
+    order) over a subject's real slices, rows in the order of `subjects` (NaN for a subject without slices):
+    the real side of the validation map objective (objective.MapReference.phenotype)."""
+    means, present = subject_means(proxies_np(images, masks), [str(s) for s in subject_ids])
     row = {sid: i for i, sid in enumerate(present)}
     out = np.full((len(subjects), means.shape[1]), np.nan)
     for i, sid in enumerate(subjects):
@@ -110,42 +98,3 @@ def nanmean(x: np.ndarray, axis: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(x, axis=axis)
-
-
-def _rho(a: np.ndarray, b: np.ndarray) -> float:
-    ok = ~(np.isnan(a) | np.isnan(b))
-    if ok.sum() < MIN_SUBJECTS:
-        return float("nan")
-    if np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
-        return 0.0  # a phenotype that does not vary across subjects carries no map
-    return float(spearmanr(a[ok], b[ok]).statistic)
-
-
-def map_quality(G: torch.nn.Module, backgrounds, genes_by_subject, real_phenotype_by_subject: np.ndarray,
-                device: torch.device | str = "cpu", *, seed: int = 0) -> float:
-    """A cheap scalar of how well G's gene code carries each subject's nodule phenotype, no ground truth needed.
-
-    Each subject's genes are drawn over the same fixed backgrounds (`gene_swap`); the synthetic
-    nodules' CHEAP_PHENOTYPE features are averaged per subject; for each of the four programs'
-    features the Spearman rho between the subjects' synthetic and real (`real_phenotype_by_subject`,
-    from `cheap_phenotype_by_subject`) values is taken; the result is the mean of the four rhos.
-
-    1 = synthetic nodules rank the subjects exactly as their real nodules do on every feature; 0 = no
-    relation (also the value for a feature constant across subjects, e.g. a G that ignores genes);
-    negative = inverted. A subject whose synthetic or real nodules are all empty is left out of that
-    feature; a feature with fewer than MIN_SUBJECTS subjects left is left out of the mean (all left
-    out: NaN). A ranking over ~16 subjects is noisy (rho SE ~0.25): compare trends, not single values.
-    At 32 px, 16 subjects x 8 backgrounds take well under a second on a CPU.
-    """
-    real = np.asarray(real_phenotype_by_subject, dtype=np.float64)
-    S = len(genes_by_subject)
-    if real.shape != (S, len(CHEAP_PHENOTYPE)):
-        raise ValueError(f"real_phenotype_by_subject must be ({S}, {len(CHEAP_PHENOTYPE)}) (subjects x "
-                         f"{list(CHEAP_PHENOTYPE)}), got {real.shape}")
-    swap = gene_swap(G, backgrounds, genes_by_subject, device, seed=seed)
-    _, K, H, W = swap.images.shape
-    synthetic = cheap_phenotype(swap.images.reshape(S * K, H, W), swap.masks.reshape(S * K, H, W)).reshape(S, K, -1)
-    synthetic = nanmean(synthetic, axis=1)                               # (S, 4)
-    rhos = [_rho(synthetic[:, j], real[:, j]) for j in range(real.shape[1])]
-    valid = [r for r in rhos if np.isfinite(r)]
-    return float(np.mean(valid)) if valid else float("nan")

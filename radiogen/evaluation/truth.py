@@ -1,9 +1,6 @@
-"""Scoring against the synthetic cohort's known radiogenomic map (data_prep.cohort's truth.json).
-
-truth.json gives each gene's program ("gene_programs": symbol -> program name, null for nuisance
-genes) and each subject's program values; a map method is scored by how well its gene x program
-scores rank the true links above the rest (AUROC), and a code by how well it linearly encodes the
-programs (probe R^2).
+"""Measurements against the synthetic cohort's known programs (truth_table.Truth): does a generator's gene swap
+follow the programs (program response), and how well does a code linearly encode them (probe R^2)? The
+gene x program maps are scored by link_metrics.
 """
 
 from __future__ import annotations
@@ -11,61 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from radiogen.evaluation.codes import linear_probe
-from radiogen.evaluation.radiomap import AssociationMap, spearman_matrix
-
-
-def true_links(gene_programs: Sequence[str | None], programs: Sequence[str]) -> np.ndarray:
-    """(G, P) bool: gene g belongs to program p's module (None = nuisance gene, linked to nothing)."""
-    programs = list(programs)
-    return np.array([[gp is not None and gp == p for p in programs] for gp in gene_programs], dtype=bool
-                    ).reshape(len(gene_programs), len(programs))
-
-
-def link_auroc(scores: np.ndarray, truth: np.ndarray) -> float:
-    """AUROC of the flattened scores against the flattened truth; NaN when truth has only one class.
-
-    A NaN score (e.g. a constant gene) is treated as no evidence: it is set below every finite score.
-    """
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    truth = np.asarray(truth, dtype=bool).ravel()
-    if scores.shape != truth.shape:
-        raise ValueError(f"scores and truth must have the same number of cells, got {scores.size} and {truth.size}")
-    if truth.all() or not truth.any():
-        return float("nan")
-    finite = np.isfinite(scores)
-    if not finite.all():
-        floor = scores[finite].min() - 1.0 if finite.any() else 0.0
-        scores = np.where(finite, scores, floor)
-    return float(roc_auc_score(truth, scores))
-
-
-def gene_phenotype_scores(genes: np.ndarray, phenotype: np.ndarray) -> np.ndarray:
-    """(G, P) |Spearman rho| across subjects between each gene (N, G) and phenotype column (N, P).
-
-    Subjects with a NaN phenotype or gene value are left out; a constant gene gives NaN.
-    """
-    genes = np.asarray(genes, dtype=np.float64)
-    phenotype = np.asarray(phenotype, dtype=np.float64)
-    if phenotype.ndim == 1:
-        phenotype = phenotype[:, None]
-    if genes.ndim != 2 or len(genes) != len(phenotype):
-        raise ValueError(f"genes (N, G) and phenotype (N, P) must share N, got {genes.shape} and {phenotype.shape}")
-    ok = np.isfinite(genes).all(axis=1) & np.isfinite(phenotype).all(axis=1)
-    return np.abs(spearman_matrix(genes[ok], phenotype[ok]))
-
-
-def metagene_scores(labels: np.ndarray, amap: AssociationMap, phenotype_cols: Sequence[int]) -> np.ndarray:
-    """(G, len(phenotype_cols)) gene-level scores of the classical pipeline: each gene inherits |rho| of
-    its metagene (row labels[g] of amap) with each phenotype feature column."""
-    labels = np.asarray(labels, dtype=int)
-    if labels.min() < 0 or labels.max() >= amap.rho.shape[0]:
-        raise ValueError(f"labels must index the map's {amap.rho.shape[0]} rows, got range "
-                         f"[{labels.min()}, {labels.max()}]")
-    return np.abs(amap.rho[np.ix_(labels, list(phenotype_cols))])
-
+from radiogen.evaluation.radiomap import spearman_matrix
 
 RESPONSE = {"size": "area", "density": "intensity"}
 """Program -> the plain nodule measurement it drives in the synthetic cohort: mask area (pixels of mask >= 0.5)

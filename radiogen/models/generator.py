@@ -67,6 +67,10 @@ class MultiConditionalGenerator(nn.Module):
         """The code the discriminator pairs with an image (used for mismatched genes)."""
         return self.mapping(genes)
 
+    def gene_input_weight(self) -> torch.Tensor:
+        """(hidden, n_genes) weight of phi's first layer: one column per gene (loss.phi_group_lasso)."""
+        return self.mapping.net[0].weight
+
     def forward(self, background: torch.Tensor, genes: torch.Tensor, noise: torch.Tensor | None = None) -> GeneratorOutput:
         feats = self.encoder(background)  # [(B, C_k, S/2**k, S/2**k) for k = 0..depth]
         code = self.mapping(genes)  # (B, code_dim)

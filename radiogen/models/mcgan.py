@@ -63,6 +63,10 @@ class MCGANGenerator(nn.Module):
     def gene_code(self, genes: torch.Tensor) -> torch.Tensor:
         return self.ca(genes)[0]
 
+    def gene_input_weight(self) -> torch.Tensor:
+        """(4 code_dim, n_genes) weight of the conditioning augmentation's layer: one column per gene."""
+        return self.ca.fc.weight
+
     def forward(self, background: torch.Tensor, genes: torch.Tensor, noise: torch.Tensor | None = None) -> GeneratorOutput:
         feats = self.encoder(background)
         mu, logvar = self.ca(genes)

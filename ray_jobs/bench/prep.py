@@ -57,7 +57,7 @@ def _cohort_files(folder: Path, spec: Cohort) -> Path:
     from data_prep.cohort import write_cohort
 
     if not (folder / "cases.csv").is_file():
-        write_cohort(folder, subjects=spec.subjects, seed=0, matrix=spec.matrix)
+        write_cohort(folder, subjects=spec.subjects, seed=0, matrix=spec.matrix, design="aligned")  # as measured
     return folder
 
 
