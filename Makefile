@@ -16,4 +16,4 @@ demo: bootstrap
 	@$(PY) -m ray_jobs.cli demo --out $(DEMO) $(DEMO_ARGS)
 
 test: bootstrap
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
