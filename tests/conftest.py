@@ -22,7 +22,8 @@ def real_data() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A real local Ray cluster shared by every test that needs one (2 CPUs, dashboard on loopback)."""
+    """A real local Ray cluster shared by every test that needs one (2 CPUs, dashboard on loopback: its job API
+    takes `ray job submit`)."""
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -31,6 +32,14 @@ def ray_cluster():
                  log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_dashboard(ray_cluster) -> str:
+    """The session cluster's dashboard address (http://127.0.0.1:PORT), where `ray job submit` sends jobs."""
+    import ray._private.worker
+
+    return f"http://{ray._private.worker._global_node.webui_url}"  # Ray has no public accessor
 
 
 @pytest.fixture(scope="session")

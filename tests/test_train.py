@@ -7,7 +7,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -211,66 +210,30 @@ def test_config_and_dataset_mismatch_is_explained(prepared, mlflow_server, tmp_p
     assert res.returncode == 2 and f"use --set data.n_genes={n_genes(prepared)}" in res.stderr
 
 
-def test_ray_job_submit_reaches_succeeded(prepared, mlflow_server, tmp_path):
+def test_ray_job_submit_reaches_succeeded(prepared, mlflow_server, ray_dashboard, tmp_path):
     """`ray job submit` as the README gives it (ray_jobs/runtime_env.yaml, `--tracking-uri` expanded by the
-    submitting shell) against a real Ray head started here on loopback (and stopped by its own process, never
-    with `ray stop`, which would kill every Ray cluster on the machine). Neither the head nor the job has
-    MLFLOW_TRACKING_URI: the run must still reach the tracking server named on the command line."""
-    import signal
-    import urllib.error
-    import urllib.request
-
+    submitting shell) to the session's real Ray cluster through its dashboard's job API (token auth, as every
+    local cluster since Ray 2.59). The job does not see MLFLOW_TRACKING_URI: the run must still reach the
+    tracking server named on the command line."""
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    temp = Path("/tmp") / f"rg-ray-{os.getpid()}"  # short: Ray's socket paths have a length limit
-    gcs, dash = free_port(), free_port()
-    # Every port of its own: the session's Ray cluster already holds the default agent ports.
-    ports = []
-    for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
-                 "--runtime-env-agent-port", "--ray-client-server-port"):
-        ports += [flag, str(free_port())]
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
-    head = subprocess.Popen([ray_bin, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
-                             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2",
-                             "--temp-dir", str(temp), "--disable-usage-stats", *ports], env=env, start_new_session=True,
-                            stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT)
-    address = f"http://127.0.0.1:{dash}"
-    try:
-        deadline = time.time() + 180
-        while True:  # the job API answers once the dashboard is up (401 without the token is an answer too)
-            try:
-                with urllib.request.urlopen(f"{address}/api/version", timeout=2):
-                    break
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                assert head.poll() is None and time.time() < deadline, (tmp_path / "head.log").read_text()[-3000:]
-                time.sleep(1)
-        entry = (f"{shlex.quote(sys.executable)} -m ray_jobs.train --config {shlex.quote(TINY)} "
-                 f"--data {shlex.quote(str(prepared))} --runs-dir {shlex.quote(str(tmp_path))} --name submitted "
-                 f"--max-steps 4 --set data.n_genes={n_genes(prepared)} --set train.batch_size=4 "
-                 f"--log-every 2 --checkpoint-every 4 --val-every 4 --tracking-uri {shlex.quote(mlflow_server)}")
-        for _ in range(40):  # the head's job agent comes up a little after the dashboard
-            res = subprocess.run([ray_bin, "job", "submit", "--address", address, "--submission-id", "radiogen-test",
-                                  "--runtime-env", "ray_jobs/runtime_env.yaml", "--", *shlex.split(entry)],
-                                 cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-            if "No available agent" not in res.stderr:
-                break
-            time.sleep(3)
-        status = subprocess.run([ray_bin, "job", "status", "--address", address, "radiogen-test"],
-                                env=env, capture_output=True, text=True, timeout=60)
-        assert "Job 'radiogen-test' succeeded" in status.stdout, res.stdout[-3000:] + res.stderr[-3000:] + status.stdout
-        assert "resources: 1 worker(s) x 1 CPU (sized automatically)" in res.stdout
-        client, run = run_of(mlflow_server, "submitted")
-        assert run.info.status == "FINISHED" and steps_of(client, run.info.run_id, "loss/G/total") == [2, 4]
-        assert not (tmp_path / "mlflow.db").exists()  # nothing went to a sqlite store in the runs folder
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+    entry = (f"{shlex.quote(sys.executable)} -m ray_jobs.train --config {shlex.quote(TINY)} "
+             f"--data {shlex.quote(str(prepared))} --runs-dir {shlex.quote(str(tmp_path))} --name submitted "
+             f"--max-steps 4 --set data.n_genes={n_genes(prepared)} --set train.batch_size=4 "
+             f"--log-every 2 --checkpoint-every 4 --val-every 4 --tracking-uri {shlex.quote(mlflow_server)}")
+    job = f"radiogen-test-{os.getpid()}"
+    res = subprocess.run([ray_bin, "job", "submit", "--address", ray_dashboard, "--submission-id", job,
+                          "--runtime-env", "ray_jobs/runtime_env.yaml", "--", *shlex.split(entry)],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    status = subprocess.run([ray_bin, "job", "status", "--address", ray_dashboard, job],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert f"Job '{job}' succeeded" in status.stdout, res.stdout[-3000:] + res.stderr[-3000:] + status.stdout
+    assert "resources: 1 worker(s) x 1 CPU (sized automatically)" in res.stdout
+    client, run = run_of(mlflow_server, "submitted")
+    assert run.info.status == "FINISHED" and steps_of(client, run.info.run_id, "loss/G/total") == [2, 4]
+    assert not (tmp_path / "mlflow.db").exists()  # nothing went to a sqlite store in the runs folder
 
 
 def test_kuberay_manifest_and_runtime_env_point_at_real_entry_points():
