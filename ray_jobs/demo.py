@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training steps of every trial and of the baseline (default: the sweep file's, 2000)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///OUT/mlflow.db)")
+    p.add_argument("--estimators", default=None,
+                   help="comma-separated map estimators of the evaluation's table (default: all of `radiogen eval "
+                        "--estimators`; fewer make a quicker demo)")
     p.add_argument("--n-perm", type=int, default=1000,
                    help="permutations of the evaluation's tests (default 1000; its linear-probe nulls take at most "
                         "100)")
@@ -200,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
                                 "--truth", str(cohort / "truth.json"), "--out", str(report_dir), "--runs-dir",
                                 str(out), "--tracking-uri", uri, "--n-perm", str(args.n_perm),
                                 "--probe-perm", str(min(args.n_perm, 100)),
-                                "--map-backgrounds", "2", "--threads", "1"]),  # CPU time of the generators' maps
+                                "--map-backgrounds", "2", "--threads", "1",  # CPU time of the generators' maps
+                                *(["--estimators", args.estimators] if args.estimators else [])]),
                       "radiogen eval", logs / "eval.log")
                 return json.loads(done.read_text())["metrics"], f"trial {best['trial_id']} vs MC-GAN and the truth"
 

@@ -19,7 +19,7 @@ from PIL import Image
 from .helpers import REPO
 from .test_train import run_of, train
 
-FAST = ["--n-perm", "50", "--probe-perm", "5", "--backgrounds", "4", "--clusters", "2"]
+FAST = ["--n-perm", "50", "--probe-perm", "5", "--backgrounds", "4", "--clusters", "2", "--map-backgrounds", "1"]
 PROGRAMS = ("size", "density", "irregularity", "texture")
 
 

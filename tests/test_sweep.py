@@ -199,7 +199,7 @@ def grid_resumed(prepared, mlflow_server, ray_cluster, tmp_path_factory):
     trial finished and another has a checkpoint; then `--resume` completes it in this process."""
     tmp = tmp_path_factory.mktemp("grid")
     runs = tmp / "runs"
-    config = sweep_file(tmp, mode="grid", space={}, max_steps=GRID_STEPS, grid={
+    config = sweep_file(tmp, mode="grid", space={}, max_steps=GRID_STEPS, report_every=5, grid={
         "seeds": [0, 1], "reference": "full", "variants": {"full": {}, "no_blend": {"generator.final_blend": False}}})
     gcs = ray_cluster.get_runtime_context().gcs_address
     cmd = [sys.executable, "-m", "ray_jobs.sweep", *sweep_args(prepared, runs, mlflow_server, config, "grid",
