@@ -31,6 +31,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -307,18 +308,21 @@ def report(ctx: SweepContext, rows: list[TrialRow], folder: Path) -> None:
                 + f"\n# Train it with: radiogen train --config best_config.yaml --data {ctx.inputs.data}\n")
         (out / "best_config.yaml").write_text(text + dump_yaml(cfg))
         files.append(out / "best_config.yaml")
-        model = log_best_model(ctx, top.run_id)
-        print(f"best: trial {top.trial_id} ({scores}); config in {out / 'best_config.yaml'}{model}")
+    # The best trial's MLflow model (seconds of file and database writes) is logged while the plots render.
+    with ThreadPoolExecutor(1) as pool:
+        model = pool.submit(log_best_model, ctx, top.run_id if top else None)
+        if spec.mode == "search":
+            import optuna
+
+            study = optuna.load_study(study_name=ctx.name, storage=f"sqlite:///{folder / 'optuna.db'}")
+            written, skipped = optuna_plots(study, spec, out)
+            files += written
+            for reason in skipped:
+                print(f"plot skipped: {reason}")
+    if top is not None:
+        print(f"best: trial {top.trial_id} ({scores}); config in {out / 'best_config.yaml'}{model.result()}")
     else:
         print("best: no trial completed its full budget with finite objectives; no best config written")
-    if spec.mode == "search":
-        import optuna
-
-        study = optuna.load_study(study_name=ctx.name, storage=f"sqlite:///{folder / 'optuna.db'}")
-        written, skipped = optuna_plots(study, spec, out)
-        files += written
-        for reason in skipped:
-            print(f"plot skipped: {reason}")
     steps = sum(r.step for r in rows)
     summary = {"name": ctx.name, "mode": spec.mode, "max_steps": spec.max_steps, "trial_steps": steps,
                "full_budget_steps": len(rows) * spec.max_steps, "best": top.trial_id if top else None,
