@@ -112,11 +112,14 @@ def recapture() -> None:
 
 
 def quiet_mlflow() -> None:
-    """In a driver within quiet_logs: MLflow's artifact progress bars off and its log records into the log file.
-    Importing mlflow installs its own handler, so import it here first and capture its logger again."""
+    """In a driver within quiet_logs: MLflow's artifact progress bars off, and MLflow's and Optuna's log records
+    into the log file. Both install their own console handler on import or first use, so import them here, drop
+    Optuna's, and capture both loggers again."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow  # noqa: F401
+    import optuna
 
+    optuna.logging.disable_default_handler()
     recapture()
 
 
