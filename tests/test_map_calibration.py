@@ -60,3 +60,17 @@ def test_holdout_randomisation_test_controls_fdp_on_drivers_where_the_screen_cal
         screen_fdp.append(link_metrics(maps["direct"], c.links, PROGRAMS)["fdp/q0.1"])
     assert np.mean(fdp) <= 0.1 + 0.1 and np.mean(power) > 0.5
     assert np.mean(screen_fdp) > 0.3
+
+
+def test_holdout_randomisation_test_of_a_constant_float32_model_calls_nothing() -> None:
+    """A model that predicts one value for everyone (a lasso that kept no gene), in float32 as the estimators'
+    genes are: its rounding spread is no signal, so the test neither crashes nor calls a gene."""
+    rng = np.random.default_rng(0)
+    genes = rng.standard_normal((40, 12)).astype(np.float32)
+    phenotype = rng.standard_normal((40, 2))
+    constant = lambda x: np.full((len(x), 2), np.float32(0.05015908), dtype=np.float32)  # noqa: E731
+    scores = rng.random((12, 2))
+    p = hrt_pvalues(constant, (genes[:30], phenotype[:30]), (genes[30:], phenotype[30:]), scores, top=4,
+                    resamples=5)
+    tested = p[np.isfinite(p)]
+    assert tested.size == 8 and np.all(tested == 1.0)  # a gene the model ignores gets p = 1

@@ -70,8 +70,11 @@ def hrt_pvalues(predict: Callable[[np.ndarray], np.ndarray], train: tuple[np.nda
     a = np.zeros(P)
     b = y_train.mean(axis=0)
     for p in range(P):  # y ~ a f + b on the training subjects (a = 0 for a constant prediction)
-        if f_train[:, p].std() > 1e-12 * (1 + np.abs(f_train[:, p]).max()):
-            fit = stats.linregress(f_train[:, p], y_train[:, p])
+        # A model that predicts a constant (a lasso that kept no gene) does so only up to its float32 rounding:
+        # a spread below float32's resolution is no signal to calibrate against.
+        f = f_train[:, p].astype(np.float64)
+        if np.ptp(f) > 1e-6 * (1 + np.abs(f).max()):
+            fit = stats.linregress(f, y_train[:, p])
             a[p], b[p] = fit.slope, fit.intercept
     scale = np.where(y_train.std(axis=0) > 1e-12, y_train.std(axis=0), 1.0)
 
