@@ -75,7 +75,9 @@ def train_logging():
     return LoggingConfig(log_level="WARNING")
 
 
-QUIET_LOGGERS = ("ray", "optuna", "mlflow", "alembic", "py.warnings")
+# "ray._private" on its own as well: ray.init(configure_logging=False) clears the "ray" logger's handlers, and the
+# warnings it logs during init (token authentication) would reach stderr through Python's last-resort handler.
+QUIET_LOGGERS = ("ray", "ray._private", "optuna", "mlflow", "alembic", "py.warnings")
 _active: list[logging.Handler] = []
 
 

@@ -49,6 +49,7 @@ def connect_ray(address: str | None, log_to_driver: bool = True) -> bool:
         env = apply_ray_env(address or os.environ.get("RAY_ADDRESS"))
         ray.init(address=address, dashboard_host="127.0.0.1", configure_logging=False, log_to_driver=log_to_driver,
                  **({} if env is None else {"runtime_env": {"env_vars": env}}))
+        recapture()  # init cleared the "ray" logger's handlers
         ray_started()
     return joining
 
