@@ -2,8 +2,8 @@
 cannot? Designs x map estimators x cohort seeds x training seeds, with intervals and paired differences.
 
     python scripts/bench_map.py --out runs/bench_map [--designs aligned,weak,drivers,interaction,null,mixed]
-        [--cohort-seeds 0 1 2] [--train-seeds 0 1 2] [--subjects 120] [--steps 4000]
-        [--variants stable,group-lasso] [--lasso-designs drivers,weak,mixed] [--estimators a,b,...] [--quick]
+        [--cohort-seeds 0 1 2] [--train-seeds 0 1 2] [--subjects 120] [--steps 1500]
+        [--variants stable,group-lasso] [--lasso-designs drivers] [--estimators a,b,...] [--quick]
 
 Per design and cohort seed: `radiogen cohort --design D` (matrix 128) and `radiogen prep` at 32 px; per
 variant and training seed: `radiogen train --local` of ablations/stable_tiny.yaml (variant `group-lasso`:
@@ -284,9 +284,11 @@ def figure(summary: dict, path: Path) -> None:
     from radiogen.figures import save_figure
 
     designs = list(summary)
-    fig = Figure(figsize=(4.2 * len(designs), 4.2))
+    cols = min(3, len(designs))  # a grid that a README page can show at a readable size
+    rows = math.ceil(len(designs) / cols)
+    fig = Figure(figsize=(5.5 * cols, 4.6 * rows))
     for i, design in enumerate(designs):
-        ax = fig.add_subplot(1, len(designs), i + 1)
+        ax = fig.add_subplot(rows, cols, i + 1)
         table = {m: t for m, t in summary[design].items() if not m.startswith("program-response")}
         maps = list(table)
         x = np.arange(len(maps))
@@ -305,7 +307,7 @@ def figure(summary: dict, path: Path) -> None:
         ax.set_title(design)
         ax.set_xticks(x, maps, rotation=75, fontsize=7)
         ax.set_ylim(0, 1)
-        ax.set_ylabel("AUPRC (dashed: prevalence)" if i == 0 else "")
+        ax.set_ylabel("AUPRC (dashed: prevalence)" if i % cols == 0 else "")
         if i == 0:
             ax.legend(fontsize=7)
     fig.tight_layout()
@@ -324,12 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cohort-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--subjects", type=int, default=120)
-    ap.add_argument("--steps", type=int, default=4000, help="training steps per model (default 4000)")
+    ap.add_argument("--steps", type=int, default=1500, help="training steps per model (default 1500)")
     ap.add_argument("--variants", default="stable,group-lasso", help=f"of {', '.join(VARIANTS)}")
-    ap.add_argument("--lasso-designs", default="drivers,weak,mixed",
-                    help="designs the group-lasso variant is trained on (default drivers,weak,mixed)")
+    ap.add_argument("--lasso-designs", default="drivers",
+                    help="designs the group-lasso variant is trained on (default drivers, the design it is meant for)")
     ap.add_argument("--estimators", default=",".join(ESTIMATORS))
-    ap.add_argument("--backgrounds", type=int, default=4, help="fixed backgrounds of the generator's maps")
+    ap.add_argument("--backgrounds", type=int, default=2, help="fixed backgrounds of the generator's maps")
     ap.add_argument("--quick", action="store_true", help="reduced end-to-end form for tests")
     args = ap.parse_args(argv)
     budget, matrix, bg_slices = Budget(), 128, 10
