@@ -421,6 +421,12 @@ def _mapping_no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> d
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_no_duplicates)
 
 
+def parse_yaml(text: str) -> Any:
+    """Every YAML file radiogen reads (experiments, sweeps) goes through here: safe, and a duplicate key is an
+    error naming its line (raises ConfigError), not a silent last-one-wins; syntax errors raise yaml.YAMLError."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _deep_merge(base: dict, top: Mapping) -> dict:
     out = dict(base)
     for k, v in top.items():
@@ -438,7 +444,7 @@ def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader) or {}  # noqa: S506 - a SafeLoader subclass
+        data = parse_yaml(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     except ConfigError as err:

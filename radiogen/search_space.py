@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError, ExperimentConfig, apply_overrides, from_dict, read_yaml, set_values
+from .config import ConfigError, ExperimentConfig, apply_overrides, from_dict, parse_yaml, read_yaml, set_values
 
 KINDS = ("loguniform", "uniform", "int", "choice")
 MODES = ("min", "max")
@@ -506,11 +506,13 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), mo
     """Read and check a sweep file; `mode` and `trials` replace the file's. Raises SearchSpaceError."""
     path = Path(path).resolve()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = parse_yaml(path.read_text()) or {}
     except OSError as err:
         raise SearchSpaceError(f"cannot read sweep file {path}: {err.strerror}") from None
     except yaml.YAMLError as err:
         raise SearchSpaceError(f"{path} is not valid YAML: {err}") from None
+    except ConfigError as err:  # a duplicate key
+        raise SearchSpaceError(f"{path}: {err}") from None
     if not isinstance(data, dict):
         raise SearchSpaceError(f"{path}: expected a mapping at the top level")
     if mode is not None:

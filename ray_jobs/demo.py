@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from radiogen.config import parse_yaml
+
 REPO = Path(__file__).resolve().parents[1]
 SWEEP_FILE = REPO / "ablations" / "sweep_demo.yaml"
 BASELINE = REPO / "ablations" / "mcgan_tiny.yaml"
@@ -74,7 +76,7 @@ def sweep_file(out: Path, trials: int | None, steps: int | None) -> Path:
     """The shipped sweep file, or a copy in OUT with --trials/--steps applied (rungs and reports scaled)."""
     if trials is None and steps is None:
         return SWEEP_FILE
-    spec = yaml.safe_load(SWEEP_FILE.read_text())
+    spec = parse_yaml(SWEEP_FILE.read_text())
     spec["experiment"] = str((SWEEP_FILE.parent / spec["experiment"]).resolve())
     if trials is not None:
         spec["trials"] = trials

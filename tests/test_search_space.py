@@ -138,3 +138,17 @@ def test_spec_survives_the_json_round_trip_resume_relies_on():
     for mode in ("search", "grid"):
         spec = load_sweep(REPO / "ablations" / "sweep_fusion.yaml", mode=mode)
         assert SweepSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_a_duplicate_key_in_a_sweep_file_is_refused_with_its_line(tmp_path):
+    # An appended `max_steps: 5000` used to win silently over the file's own max_steps.
+    text = (REPO / "ablations" / "sweep_lambda_code.yaml").read_text().replace(
+        "experiment: tiny.yaml", f"experiment: {REPO / 'ablations' / 'tiny.yaml'}")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text + "max_steps: 5000\n")
+    with pytest.raises(SearchSpaceError) as err:
+        load_sweep(path)
+    line = len(text.splitlines()) + 1
+    assert str(path) in str(err.value) and f"duplicate key 'max_steps' at line {line}" in str(err.value)
+    path.write_text(text)
+    assert load_sweep(path).max_steps == 60  # the same file without the duplicate is read as before

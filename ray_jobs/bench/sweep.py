@@ -29,6 +29,8 @@ from pathlib import Path
 
 import yaml
 
+from radiogen.config import parse_yaml
+
 from .common import Context, Measure, markdown_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +69,7 @@ def prepare(out: Path, quick: bool) -> Path:
 
 def variant_file(config: Path, out: Path, asha: bool, trials: int, quick: bool, suffix: str = "") -> Path:
     """The sweep file as it is (ASHA) or with `asha: off`; the experiment path made absolute; quick sizes."""
-    spec = yaml.safe_load(config.read_text())
+    spec = parse_yaml(config.read_text())
     spec["experiment"] = str((config.parent / spec["experiment"]).resolve())
     spec["trials"] = trials
     if quick:
@@ -140,7 +142,7 @@ def plain_training(config: Path, data: Path, runs: Path, steps: int, flags: list
     steps, validating and checkpointing as often as a trial reports, into the same tracking store."""
     from ray_jobs.cli import main as radiogen
 
-    spec = yaml.safe_load(config.read_text())
+    spec = parse_yaml(config.read_text())
     every = str(spec["report_every"])
     sets = [a for k, v in spec.get("set", {}).items() for a in ("--set", f"{k}={json.dumps(v)}")]
     say(f"radiogen train --local, {steps} steps")
@@ -187,7 +189,7 @@ def measure(ctx: Context, trials: int, concurrent: int, config: Path = SWEEP_FIL
     shutil.rmtree(runs, ignore_errors=True)  # sweep names are unique per store: every run of the stage starts afresh
     flags = QUICK_RUN_FLAGS if ctx.quick else []
     asha_file = variant_file(config, out, True, trials, ctx.quick)
-    spec = yaml.safe_load(asha_file.read_text())
+    spec = parse_yaml(asha_file.read_text())
     if not spec.get("asha"):
         raise ValueError(f"{config.name} has no ASHA section to compare")
 
