@@ -22,6 +22,8 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from .strict_yaml import DuplicateKey, parse_yaml
+
 HEADS = ("I", "IS", "ISG")
 
 
@@ -404,29 +406,6 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 # YAML files, `extends` and --set overrides.
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that rejects duplicate keys instead of keeping the last one."""
-
-
-def _mapping_no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
-    seen: set = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise ConfigError(f"duplicate key '{key}' at line {key_node.start_mark.line + 1}; keep only one")
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_no_duplicates)
-
-
-def parse_yaml(text: str) -> Any:
-    """Every YAML file radiogen reads (experiments, sweeps) goes through here: safe, and a duplicate key is an
-    error naming its line (raises ConfigError), not a silent last-one-wins; syntax errors raise yaml.YAMLError."""
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-
-
 def _deep_merge(base: dict, top: Mapping) -> dict:
     out = dict(base)
     for k, v in top.items():
@@ -447,7 +426,7 @@ def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]
         data = parse_yaml(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
-    except ConfigError as err:
+    except DuplicateKey as err:
         raise ConfigError(f"{path}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")

@@ -42,7 +42,8 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError, ExperimentConfig, apply_overrides, from_dict, parse_yaml, read_yaml, set_values
+from .config import ConfigError, ExperimentConfig, apply_overrides, from_dict, read_yaml, set_values
+from .strict_yaml import DuplicateKey, parse_yaml
 
 KINDS = ("loguniform", "uniform", "int", "choice")
 MODES = ("min", "max")
@@ -511,7 +512,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), mo
         raise SearchSpaceError(f"cannot read sweep file {path}: {err.strerror}") from None
     except yaml.YAMLError as err:
         raise SearchSpaceError(f"{path} is not valid YAML: {err}") from None
-    except ConfigError as err:  # a duplicate key
+    except DuplicateKey as err:
         raise SearchSpaceError(f"{path}: {err}") from None
     if not isinstance(data, dict):
         raise SearchSpaceError(f"{path}: expected a mapping at the top level")

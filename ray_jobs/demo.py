@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from radiogen.config import parse_yaml
+from radiogen.strict_yaml import parse_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP_FILE = REPO / "ablations" / "sweep_demo.yaml"

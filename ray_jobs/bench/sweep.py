@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from radiogen.config import parse_yaml
+from radiogen.strict_yaml import parse_yaml
 
 from .common import Context, Measure, markdown_table
 
