@@ -1,6 +1,6 @@
 """`radiogen sweep` / `python -m ray_jobs.sweep`: many trainings as Ray Tune trials, compared in MLflow.
 
-The sweep file (ablations/sweep_*.yaml; format in radiogen/search_space.py and docs/sweeps.md) names a base
+The sweep file (ablations/sweep_*.yaml; format in radiogen/sweep_file.py and docs/sweeps.md) names a base
 experiment and either a search space (mode: search - Optuna's TPE, seeded, proposes configurations; ASHA
 stops hopeless ones early on a validation metric; several objectives give a Pareto front) or an ablation grid
 (mode: grid - variants x seeds, each to the full budget, reported as mean ± std per variant and the paired
@@ -39,7 +39,8 @@ from radiogen import schema
 from radiogen.config import ConfigError, dump_yaml, set_values
 from radiogen.data import DatasetMismatch
 from radiogen.evaluation.truth_table import TruthError
-from radiogen.search_space import SearchSpaceError, SweepSpec, base_data, load_sweep, trial_config
+from radiogen.search_space import SearchSpaceError, SweepSpec, base_data, trial_config
+from radiogen.sweep_file import load_sweep
 
 from .cli import add_sweep_arguments as add_arguments
 from .quiet import quiet_logs, quiet_mlflow, ray_log_dir

@@ -7,7 +7,8 @@ import optuna
 import pytest
 import yaml
 
-from radiogen.search_space import SearchSpaceError, load_sweep, sample, trial_config
+from radiogen.search_space import SearchSpaceError, sample, trial_config
+from radiogen.sweep_file import load_sweep
 
 from .helpers import REPO
 

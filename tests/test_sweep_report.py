@@ -8,7 +8,7 @@ import math
 import pytest
 import yaml
 
-from radiogen.search_space import load_sweep
+from radiogen.sweep_file import load_sweep
 from ray_jobs.sweep_report import TrialRow, best, grid_table, leaderboard_table, paired_difference, rank
 
 from .helpers import REPO

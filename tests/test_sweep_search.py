@@ -8,7 +8,7 @@ import math
 import optuna
 import pytest
 
-from radiogen.search_space import load_sweep
+from radiogen.sweep_file import load_sweep
 from ray_jobs.sweep_search import BudgetASHA, HonestOptunaSearch
 from ray_jobs.sweep_tune import SpaceSampler
 
