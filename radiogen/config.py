@@ -22,7 +22,7 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
-from .strict_yaml import DuplicateKey, parse_yaml
+from .strict_yaml import read_mapping
 
 HEADS = ("I", "IS", "ISG")
 
@@ -418,18 +418,7 @@ def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]
     path = Path(path).resolve()
     if path in _chain:
         raise ConfigError(f"'extends' loop: {' -> '.join(p.name for p in (*_chain, path))}")
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
-    try:
-        data = parse_yaml(text) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
-    except DuplicateKey as err:
-        raise ConfigError(f"{path}: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    data = read_mapping(path, ConfigError, "config file")
     parent = data.pop("extends", None)
     if parent is None:
         return data

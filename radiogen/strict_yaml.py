@@ -4,6 +4,7 @@ is an error naming its line instead of PyYAML's silent last-one-wins (an appende
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -33,3 +34,21 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _m
 def parse_yaml(text: str) -> Any:
     """Parse YAML text safely; raises DuplicateKey for a repeated key and yaml.YAMLError for bad syntax."""
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def read_mapping(path: Path, error: type[Exception], what: str) -> dict:
+    """A YAML file whose top level is a mapping (empty file: {}); every failure raises `error` naming the file:
+    unreadable, bad syntax, a duplicate key, or another top level."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise error(f"cannot read {what} {path}: {err.strerror}") from None
+    try:
+        data = parse_yaml(text) or {}
+    except yaml.YAMLError as err:
+        raise error(f"{path} is not valid YAML: {err}") from None
+    except DuplicateKey as err:
+        raise error(f"{path}: {err}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data

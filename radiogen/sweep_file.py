@@ -39,12 +39,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .config import ConfigError, ExperimentConfig, from_dict
 from .search_space import (FIXED_BY_SWEEP, KINDS, METRIC_PREFIXES, MODES, SWEEP_MODES, TOP_KEYS, Asha, Grid, Objective,
                            Param, SearchSpaceError, SweepSpec, base_data, read_value, trial_config)
-from .strict_yaml import DuplicateKey, parse_yaml
+from .strict_yaml import read_mapping
 
 
 def _mapping(value: Any, where: str) -> dict:
@@ -356,16 +354,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), mo
                trials: int | None = None) -> SweepSpec:
     """Read and check a sweep file; `mode` and `trials` replace the file's. Raises SearchSpaceError."""
     path = Path(path).resolve()
-    try:
-        data = parse_yaml(path.read_text()) or {}
-    except OSError as err:
-        raise SearchSpaceError(f"cannot read sweep file {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise SearchSpaceError(f"{path} is not valid YAML: {err}") from None
-    except DuplicateKey as err:
-        raise SearchSpaceError(f"{path}: {err}") from None
-    if not isinstance(data, dict):
-        raise SearchSpaceError(f"{path}: expected a mapping at the top level")
+    data = read_mapping(path, SearchSpaceError, "sweep file")
     if mode is not None:
         data["mode"] = mode
     if trials is not None:
