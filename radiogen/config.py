@@ -197,6 +197,10 @@ class LossConfig:
     and directly through the code input (G may lower the loss by moving the code D sees instead of the
     image); detached: the same values without gradient, so phi learns only through what G draws.
     The D step always sees detached codes."""
+    speckle: float = 0.0
+    """Weight of a frequency-aware realism term: (log E_fake - log E_real)^2, E the batch's mean high-frequency
+    energy (image minus its Gaussian-smoothed self, sigma 1 px, normalised over the mask) inside G's masks and
+    inside the real masks (losses.speckle_gap). Reported as loss/G/speckle. 0 = off (the paper)."""
     phi_group_lasso: float = 0.0
     """Weight of a group-lasso penalty on the gene mapping's input weights: sum over genes of the L2 norm of
     each gene's column of the first layer that reads the genes (phi's first layer; the baseline's conditioning
@@ -206,7 +210,7 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         for name in ("weight_I", "weight_IS", "weight_ISG", "lambda_l1", "kl_weight", "aux_genes", "r1_gamma",
-                     "phi_group_lasso"):
+                     "speckle", "phi_group_lasso"):
             _require(getattr(self, name) >= 0, name, f"must be >= 0 (0 = term off), got {getattr(self, name)}")
         _require(self.erosion >= 1 and self.erosion % 2 == 1, "erosion",
                  f"must be an odd size >= 1 (1 = no erosion), got {self.erosion}")
@@ -231,6 +235,9 @@ class OptimConfig:
     """Adam beta1."""
     beta2: float = 0.999
     """Adam beta2."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """constant: lr_G and lr_D throughout (the paper); cosine: both decay from their value to a tenth of it along a
+    half cosine over train.max_steps (a function of the step alone, so a resumed run continues the curve)."""
     grad_clip: float = 0.0
     """Clip each model's gradient norm to this value; 0 = no clipping (norms are still reported)."""
     adam: Literal["fused", "foreach", "for-loop"] = "fused"

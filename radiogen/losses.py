@@ -9,6 +9,8 @@ term is never computed (its head is not even built). E is the mean over batch an
 
 Optional stabilisers, all off by default: the R1 penalty (loss.r1_gamma), DiffAugment of every D input
 (train.augment) and a detached code for D_ISG in the G step (loss.code_to_d); see their config docs.
+Optional frequency-aware realism term, off by default: the squared log ratio of the high-frequency energy inside
+G's nodules to that inside the batch's real ones (loss.speckle).
 Optional sparsity prior, off by default: a group lasso over each gene's input weights in phi
 (loss.phi_group_lasso), + weight * sum_g ||W_1[:, g]||_2 in L_G.
 """
@@ -54,6 +56,30 @@ def group_lasso(weight: torch.Tensor) -> torch.Tensor:
     """sum over input columns g of ||weight[:, g]||_2 for a (out, in) layer weight: each input (gene) is one group,
     kept or driven to zero as a whole. The tiny epsilon keeps the gradient finite at an all-zero column."""
     return torch.sqrt((weight.float() ** 2).sum(dim=0) + 1e-12).sum()
+
+
+def high_frequency_energy(image: torch.Tensor, mask: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """(B,) mean over each (soft) mask of the squared image minus its Gaussian-smoothed self, the smoothing
+    normalised over the mask so the step to the lung outside is not counted: the torch form of
+    radiogen.metrics.high_frequency_rms squared (the speckle measure), differentiable in image and mask."""
+    radius = max(1, int(4 * sigma + 0.5))  # scipy's gaussian_filter truncates at 4 sigma too
+    t = torch.arange(-radius, radius + 1, device=image.device, dtype=torch.float32)
+    k1 = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    kernel = (k1[:, None] * k1[None, :] / k1.sum() ** 2)[None, None]
+    x, m = image.float(), mask.float()
+    smooth = F.conv2d(x * m, kernel, padding=radius) / (F.conv2d(m, kernel, padding=radius) + 1e-6)
+    return ((x - smooth) ** 2 * m).sum(dim=(1, 2, 3)) / (m.sum(dim=(1, 2, 3)) + 1e-3)  # 0 for an empty mask
+
+
+def speckle_gap(fake_image: torch.Tensor, fake_mask: torch.Tensor, real_image: torch.Tensor,
+                real_mask: torch.Tensor) -> torch.Tensor:
+    """(log E_fake - log E_real)^2 of the batch's mean high-frequency energy inside the nodules: 0 when G's
+    nodules carry the real ones' pixel-scale energy, growing as they get speckled (or flat). A frequency-aware
+    realism term: D's patch scores did not stop the speckle the stable config draws."""
+    fake = high_frequency_energy(fake_image, fake_mask).mean()
+    with torch.no_grad():
+        real = high_frequency_energy(real_image, real_mask).mean()
+    return (torch.log(fake + 1e-6) - torch.log(real + 1e-6)) ** 2
 
 
 def r1_penalty(scores: list[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
@@ -138,6 +164,9 @@ class GANLoss:
         if self.cfg.lambda_l1 > 0:  # on the unaugmented image: the background must match where it is
             terms["loss/G/l1"] = background_l1(fake.image, batch.background, fake.mask, self.cfg.erosion)
             total = total + self.cfg.lambda_l1 * terms["loss/G/l1"]
+        if self.cfg.speckle > 0:  # G's own mask, as drawn: the energy is of what G calls nodule
+            terms["loss/G/speckle"] = speckle_gap(fake.image, fake.mask, batch.image, batch.mask)
+            total = total + self.cfg.speckle * terms["loss/G/speckle"]
         if fake.kl is not None and self.cfg.kl_weight > 0:
             terms["loss/G/kl"] = fake.kl
             total = total + self.cfg.kl_weight * fake.kl

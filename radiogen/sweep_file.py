@@ -351,8 +351,11 @@ def parse_sweep(data: dict[str, Any], path: Path) -> SweepSpec:
 
 
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), mode: str | None = None,
-               trials: int | None = None) -> SweepSpec:
-    """Read and check a sweep file; `mode` and `trials` replace the file's. Raises SearchSpaceError."""
+               trials: int | None = None, max_steps: int | None = None, variants: str | None = None,
+               seeds: str | None = None) -> SweepSpec:
+    """Read and check a sweep file; `mode`, `trials` and `max_steps` replace the file's (report_every is capped at
+    max_steps); `variants` and `seeds` ("a,b", "0,1") narrow a grid, e.g. a quick run of a long study. Raises
+    SearchSpaceError."""
     path = Path(path).resolve()
     data = read_mapping(path, SearchSpaceError, "sweep file")
     if mode is not None:
@@ -361,4 +364,34 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), mo
         if trials < 1:
             raise SearchSpaceError(f"--trials must be >= 1, got {trials}")
         data["trials"] = trials
+    if max_steps is not None:
+        if max_steps < 1:
+            raise SearchSpaceError(f"--max-steps must be >= 1, got {max_steps}")
+        data["max_steps"] = max_steps
+        if isinstance(data.get("report_every"), int) and data["report_every"] > max_steps:
+            data["report_every"] = max_steps
+    if variants is not None or seeds is not None:
+        data["grid"] = _narrow_grid(data.get("grid"), variants, seeds)
     return _check_buildable(parse_sweep(data, path), tuple(overrides))
+
+
+def _narrow_grid(grid: Any, variants: str | None, seeds: str | None) -> dict:
+    if not isinstance(grid, dict) or not isinstance(grid.get("variants"), dict):
+        raise SearchSpaceError("--variants/--seeds narrow a grid, but the sweep file has no `grid:` with variants")
+    grid = dict(grid)
+    if variants is not None:
+        names = [v.strip() for v in variants.split(",") if v.strip()]
+        unknown = [v for v in names if v not in grid["variants"]]
+        if unknown or not names:
+            raise SearchSpaceError(f"--variants {variants!r}: {unknown or 'no name'} not among the file's variants "
+                                   f"{list(grid['variants'])}")
+        if grid.get("reference") not in names:
+            raise SearchSpaceError(f"--variants {variants!r}: include the reference {grid.get('reference')!r}, which "
+                                   f"every variant is compared with")
+        grid["variants"] = {v: grid["variants"][v] for v in names}
+    if seeds is not None:
+        try:
+            grid["seeds"] = [int(s) for s in seeds.split(",")]
+        except ValueError:
+            raise SearchSpaceError(f"--seeds {seeds!r}: give integers separated by commas, e.g. 0,1") from None
+    return grid

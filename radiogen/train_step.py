@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -191,9 +192,22 @@ def _detach(out: GeneratorOutput) -> GeneratorOutput:
     return GeneratorOutput(*(None if t is None else t.detach() for t in out))
 
 
+def lr_scale(schedule: str, step: int, max_steps: int) -> float:
+    """Factor on the configured learning rates at `step` (optim.lr_schedule): 1, or a half cosine from 1 to 0.1."""
+    if schedule == "constant":
+        return 1.0
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step, max_steps) / max_steps))
+
+
 def train_step(state: TrainState, batch: Batch) -> dict[str, torch.Tensor]:
     """One D step and one G step on `batch` (already on state.device); returns detached device tensors."""
     G, D, clip = state.G, state.D, state.cfg.optim.grad_clip
+    optim = state.cfg.optim
+    if optim.lr_schedule != "constant":  # set from the step alone: a resumed run continues the same curve
+        scale = lr_scale(optim.lr_schedule, state.step, state.cfg.train.max_steps)
+        for opt, lr in ((state.opt_D, optim.lr_D), (state.opt_G, optim.lr_G)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
     G.train()
     D.train()
     # One G forward serves both phases: detached for D, with its graph for G.

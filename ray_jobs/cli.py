@@ -86,6 +86,11 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=None, help="search mode: configurations to try (default: the file's)")
     p.add_argument("--mode", choices=SWEEP_MODES, default=None,
                    help="search (Optuna + ASHA over `space:`) or grid (`grid:` variants x seeds); default: the file's")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="steps per trial (default: the file's max_steps; its report_every is capped at it)")
+    p.add_argument("--variants", default=None, metavar="NAME,...",
+                   help="grid mode: run only these variants of the file (the reference among them)")
+    p.add_argument("--seeds", default=None, metavar="SEED,...", help="grid mode: these seeds instead of the file's")
     p.add_argument("--max-concurrent", type=int, default=None,
                    help="trials at a time (default: direct trials one per CPU; Ray Train trials as many as fit at "
                         "the per-worker CPUs `radiogen train` would use; with this flag and no --cpus-per-worker, "

@@ -58,9 +58,11 @@ class RunSettings:
     pool: Records = field(default_factory=dict)
     """Training nodule rows of several subjects seeding the MismatchPool (for single-subject batches)."""
     validation: dict[str, Records] = field(default_factory=dict)
-    """{"nodules": records, "backgrounds": records, "map": {"subject_ids", "phenotype"[, "links"]} or {}} of the
-    validation split (rank 0 evaluates them; "map" is the real phenotype per validation subject, and with a truth
-    file the (genes x programs) true links, for val/map_objective: ray_jobs.map_reference.map_reference)."""
+    """{"nodules": records, "backgrounds": records, "map": {"subject_ids", "phenotype"[, "links", "programs"]} or
+    {}, "frechet_floor": float or None} of the validation split (rank 0 evaluates them; "map" is the real
+    phenotype per validation subject, and with a truth file the (genes x programs) true links and the subjects'
+    programs, for val/map_objective and val/response/*; the floor scales val/frechet_radiomic:
+    ray_jobs.map_reference)."""
     log_every: int = 10
     val_every: int = 100
     checkpoint_every: int = 100
@@ -227,10 +229,13 @@ def seed_for(seed: int, rank: int, step: int) -> int:
 
 
 def validate(state: TrainState, pairs: tuple, step: int, figure_dir: Path,
-             map_reference: MapReference | None = None) -> tuple[dict[str, float], Path]:
+             map_reference: MapReference | None = None, frechet_floor: float | None = None
+             ) -> tuple[dict[str, float], Path]:
     """Background L1 and radiomic realism of the EMA generator on the validation pairs, plus a Fig. 2;
     with `map_reference` (the validation subjects' genes, real phenotype and, from a truth file, the true
-    links) also `val/map_objective` and its parts (radiogen.evaluation.objective.map_objective).
+    links) also `val/map_objective` and its parts (radiogen.evaluation.objective.map_objective), and with the
+    subjects' programs their program response; with `frechet_floor` (two real sets' distance) the Fréchet
+    distance over it.
 
     `pairs` is `decode_pairs` of the validation records, decoded once per run.
     """
@@ -244,6 +249,9 @@ def validate(state: TrainState, pairs: tuple, step: int, figure_dir: Path,
     bg_np = background.numpy()[:, 0]
     metrics = {"val/l1_background": background_l1(fake_img, bg_np, fake_mask)}
     metrics |= {f"val/{k}": v for k, v in realism_report(real_img, real_mask, fake_img, fake_mask).items()}
+    if frechet_floor is not None:  # the distance between two sets of real nodules: the scale of the one above
+        metrics["val/frechet_floor"] = frechet_floor
+        metrics["val/frechet_over_floor"] = metrics["val/frechet_radiomic"] / frechet_floor
     weight = None if out.weight is None else out.weight.float().cpu().numpy()[:, 0]
     if map_reference is not None:
         metrics |= map_objective(state.G_ema, background, map_reference, state.device, seed=cfg.train.seed)
@@ -343,7 +351,9 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
                                  cfg.data.image_size) if rank0 and settings.validation else None
         reference = settings.validation.get("map") if rank0 else None
         map_reference = MapReference(genes(list(reference["subject_ids"])).cpu().numpy(), reference["phenotype"],
-                                     reference.get("links")) if reference else None
+                                     reference.get("links"), reference.get("programs"),
+                                     reference.get("real_response")) if reference else None
+        floor = settings.validation.get("frechet_floor") if rank0 else None
         while state.step < t.max_steps:
             batches = watched(session.epoch_batches(epoch, t.batch_size), settings.data_timeout,
                               f"rank {session.rank}, epoch {epoch}")
@@ -374,7 +384,7 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
                         if step % settings.progress_every == 0 or step == t.max_steps:
                             print(progress.line(step), flush=True)
                 if val_pairs is not None and (step % settings.val_every == 0 or step == t.max_steps):
-                    val, figure = validate(state, val_pairs, step, scratch / "figures", map_reference)
+                    val, figure = validate(state, val_pairs, step, scratch / "figures", map_reference, floor)
                     pending.append({"step": step, "metrics": val})
                     try:
                         tracker.log_artifact(figure, "figures")  # named by step: a re-run overwrites, never duplicates

@@ -16,7 +16,7 @@ from radiogen.config import ExperimentConfig, to_dict
 from radiogen.data import check_compatible, pool_records, read_records
 
 from .loop import Records, RunSettings
-from .map_reference import map_reference
+from .map_reference import frechet_floor, map_reference
 from .tracking import code_version, flatten
 
 
@@ -78,6 +78,7 @@ def read_inputs(data: Path, manifest: dict, image_size: int, val_size: int, trai
         print("warning: the validation split has fewer than 2 paired slices; validation metrics and figures are off")
     else:
         validation["map"] = map_reference(data, image_size, truth.truth, truth.programs, truth.partial)
+        validation["frechet_floor"] = frechet_floor(data, validation["nodules"], image_size)
         if not validation["map"]:
             print("warning: the validation split has fewer than 3 subjects with nodules; val/map_objective is off")
     split = {kind: read_records(data, "train", kind) for kind in schema.KINDS} if train_split else {}

@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             if not args.config or not args.data:
                 raise ConfigError("--config and --data are required (unless --resume NAME continues a sweep)")
-            spec = load_sweep(args.config, args.overrides, args.mode, args.trials)
+            spec = load_sweep(args.config, args.overrides, args.mode, args.trials, args.max_steps, args.variants,
+                              args.seeds)
             overrides, data, experiment = tuple(args.overrides), Path(args.data).resolve(), args.experiment
             name = args.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
             if not RUN_NAME.fullmatch(name):
@@ -222,6 +223,14 @@ def check_objectives(spec: SweepSpec, validation: dict) -> None:
     if "val/map_auprc" in metrics and "links" not in validation["map"]:
         raise ConfigError("objective val/map_auprc scores the map against known links: give the cohort's truth "
                           "with --truth (or use val/map_objective, which falls back to the truth-free agreement)")
+    response = [m for m in metrics if m.startswith("val/response/") or m == "val/program_response"]
+    if response and "programs" not in validation.get("map", {}):
+        raise ConfigError(f"objective {response[0]} compares the nodules with the subjects' true programs: give the "
+                          f"cohort's truth with --truth")
+    floored = [m for m in metrics if m in ("val/frechet_floor", "val/frechet_over_floor")]
+    if floored and not validation.get("frechet_floor"):
+        raise ConfigError(f"objective {floored[0]} needs the realism floor, the Fréchet distance between the "
+                          f"validation and training splits' real nodules: each needs 2+ nodule slices")
 
 
 def read_state(folder: Path) -> dict:

@@ -27,16 +27,37 @@ def write(tmp_path, **fields) -> str:
 def test_shipped_sweep_files_load_in_both_modes():
     assert {p.name for p in SHIPPED} >= {"sweep_lambda_code.yaml", "sweep_fusion.yaml"}
     for path in SHIPPED:
-        for mode in ("search", "grid") if "grid:" in path.read_text() else ("search",):
+        text = path.read_text()
+        for mode in [m for m, section in (("search", "space:"), ("grid", "grid:")) if section in text]:
             spec = load_sweep(path, mode=mode)
             trials = spec.trials if mode == "search" else len(spec.grid.variants) * len(spec.grid.seeds)
-            # CPU-sized: minutes on 2 cores (direct trials, about 0.05 s a tiny-config step on one core)
-            assert spec.mode == mode and spec.max_steps * trials <= 8000, path.name
+            # CPU-sized: minutes on 2 cores (direct trials, about 0.05 s a tiny-config step on one core); the
+            # ablation study is the one long sweep (about an hour, its budget in the README)
+            budget = 120_000 if path.name == "sweep_ablation.yaml" else 8000
+            assert spec.mode == mode and spec.max_steps * trials <= budget, path.name
     lam = load_sweep(REPO / "ablations" / "sweep_lambda_code.yaml")
     assert [p.kind for p in lam.space] == ["loguniform", "choice"] and lam.multi_objective
     fusion = load_sweep(REPO / "ablations" / "sweep_fusion.yaml")
     assert fusion.grid.reference == "full" and len(fusion.grid.seeds) >= 2
     assert {"full", "no_adain", "concat", "no_final_blend", "no_D_ISG", "mcgan"} <= set(fusion.grid.variants)
+
+
+def test_the_ablation_study_lists_every_variant_of_the_design_on_three_seeds_and_narrows_for_a_quick_run():
+    study = load_sweep(REPO / "ablations" / "sweep_ablation.yaml")  # every variant's config is built here
+    assert study.mode == "grid" and study.grid.reference == "stable" and len(study.grid.seeds) >= 3
+    assert {"stable", "paper", "fusion_additive", "fusion_concat", "fusion_concat_all", "adain_off",
+            "adain_before_gate", "no_final_blend", "no_D_I", "no_D_IS", "no_D_ISG", "code_128", "r1", "spectral_norm",
+            "diffaugment", "translation", "aux_genes_3", "mcgan"} <= set(study.grid.variants)
+    assert {o.metric for o in study.objectives} == {
+        "val/frechet_over_floor", "val/speckle_ratio", "val/response/decoy", "val/map_objective",
+        *(f"val/response/{p}" for p in ("size", "density", "irregularity", "texture"))}
+    quick = load_sweep(REPO / "ablations" / "sweep_ablation.yaml", max_steps=4, variants="stable,mcgan", seeds="0,1")
+    assert list(quick.grid.variants) == ["stable", "mcgan"] and list(quick.grid.seeds) == [0, 1]
+    assert quick.max_steps == 4 and quick.report_every == 4
+    with pytest.raises(SearchSpaceError, match="include the reference 'stable'"):
+        load_sweep(REPO / "ablations" / "sweep_ablation.yaml", variants="paper,mcgan")
+    with pytest.raises(SearchSpaceError, match="not among the file's variants"):
+        load_sweep(REPO / "ablations" / "sweep_ablation.yaml", variants="stable,no_such")
 
 
 def test_yaml_bool_words_become_the_config_enum_words():

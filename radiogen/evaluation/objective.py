@@ -17,7 +17,8 @@ across subjects contributes rho 0, so an empty generator scores 0 (agreement) or
 With few validation subjects the agreement is noisy (SE of rho about 1 / sqrt(S - 1)).
 
 `val/map_objective` is the AUPRC when the reference has links, else the agreement; both components are
-reported under their own names.
+reported under their own names. With the subjects' true programs (a truth file) validation also reports how the
+generator's nodules follow them (`program_objectives`: `val/response/*`, `val/program_response`).
 """
 
 from __future__ import annotations
@@ -30,11 +31,15 @@ from sklearn.metrics import average_precision_score
 
 from .estimators.base import Synthesizer
 from .estimators.intervention import effects_of_shifts, summarise
+from .phenotype import PROGRAMS
 from .radiomap import spearman_matrix
+from .synthesis import gene_swap, nanmean
+from .truth import nodule_measures, program_response
 
 MIN_SUBJECTS = 3          # a rank correlation over fewer subjects says nothing
 VAL_SUBJECTS = 4          # subjects an intervention map is averaged over at validation
 VAL_BACKGROUNDS = 2       # backgrounds of the validation map
+RESPONSE_BACKGROUNDS = 4  # backgrounds of the validation program response (subjects x 4 images: cheap)
 
 
 @dataclass
@@ -44,6 +49,8 @@ class MapReference:
     genes: np.ndarray                 # (S, G) validation subjects' genes, normalised as G reads them
     phenotype: np.ndarray             # (S, P) their real nodules' phenotype proxies (per-subject mean)
     links: np.ndarray | None = None   # (G, P) the true links, from a truth file
+    programs: np.ndarray | None = None  # (S, P) the subjects' true programs, from a truth file
+    real_response: dict[str, float] | None = None  # program_response of their real nodules: the ceiling
 
 
 def agreement(synth: Synthesizer, genes: np.ndarray, phenotype: np.ndarray) -> float:
@@ -62,6 +69,22 @@ def intervention_auprc(synth: Synthesizer, genes: np.ndarray, links: np.ndarray)
                           for j in range(links.shape[1]) if links[:, j].any()]))
 
 
+def program_objectives(G: torch.nn.Module, backgrounds, reference: MapReference,
+                       device: torch.device | str = "cpu", seed: int = 0) -> dict[str, float]:
+    """Do G's nodules follow the true programs of the validation (held-out) subjects? Every subject's genes over
+    the same RESPONSE_BACKGROUNDS backgrounds (gene swap), the plain measurements averaged per subject, Spearman
+    rho with each program (truth.program_response): `val/response/<program>`, `val/response/decoy`, and
+    `val/program_response`, the mean of the four programs' rho (0 where a rho is undefined: a generator that
+    draws nothing follows nothing); `val/real/response/*`: the same on the subjects' real nodules (the ceiling)."""
+    swap = gene_swap(G, torch.as_tensor(backgrounds)[:RESPONSE_BACKGROUNDS], reference.genes, device, seed=seed)
+    measures = nanmean(nodule_measures(swap.images, swap.masks), axis=1)
+    res = program_response(measures, reference.programs, PROGRAMS)
+    out = {f"val/{k}": v for k, v in res.items()}
+    out["val/program_response"] = float(np.mean([np.nan_to_num(res[f"response/{p}"]) for p in PROGRAMS]))
+    out |= {f"val/real/{k}": v for k, v in (reference.real_response or {}).items()}  # constant: the ceiling
+    return out
+
+
 def map_objective(G: torch.nn.Module, backgrounds, reference: MapReference, device: torch.device | str = "cpu",
                   seed: int = 0) -> dict[str, float]:
     """{"val/map_objective", "val/map_agreement"[, "val/map_auprc"]} of G against the reference."""
@@ -74,4 +97,6 @@ def map_objective(G: torch.nn.Module, backgrounds, reference: MapReference, devi
     if reference.links is not None and np.asarray(reference.links).any():
         out["val/map_auprc"] = intervention_auprc(synth, genes[:VAL_SUBJECTS], np.asarray(reference.links, bool))
     out["val/map_objective"] = out.get("val/map_auprc", out["val/map_agreement"])
+    if reference.programs is not None:
+        out |= program_objectives(G, backgrounds, reference, device, seed)
     return out

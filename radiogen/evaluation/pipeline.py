@@ -41,7 +41,7 @@ from .radiomap import AssociationMap, association_map, classical_pipeline, metag
 from .realism import MIN_ROWS, background_fidelity, frechet_distance, kid, normalise_on
 from .report import metric_name
 from .synthesis import SwapResult, gene_swap, nanmean
-from .truth import program_probe, program_response, size_intensity
+from .truth import nodule_measures, program_probe, program_response
 
 __all__ = ["EvalData", "Evaluation", "Model", "evaluate", "load_data", "SPLITS"]
 PROGRAMS = tuple(PHENOTYPE_FEATURES)
@@ -113,7 +113,7 @@ def real_nodules(data: EvalData) -> RealNodules:
     features, names = radiomic_features(data.images, data.masks, spacing_mm=data.spacing_mm)
     return RealNodules(features, names, _per_subject(features, data.slice_subject, data.subjects),
                        _per_subject(proxies_np(data.images, data.masks), data.slice_subject, data.subjects),
-                       _per_subject(size_intensity(data.images, data.masks), data.slice_subject, data.subjects),
+                       _per_subject(nodule_measures(data.images, data.masks), data.slice_subject, data.subjects),
                        np.array([data.split_of[s] for s in data.slice_subject]))
 
 
@@ -271,12 +271,12 @@ def truth_metrics(split: str, idx: np.ndarray, real: RealNodules, models: list[M
                   probe_perm: int, seed: int) -> dict[str, float]:
     """Program response of each model's gene swap (and the real nodules) and probes of the true programs."""
     enough, out = len(idx) >= MIN_SUBJECTS, {}
-    measures = {m.label: nanmean(size_intensity(synth[m.label].swap.images[idx], synth[m.label].swap.masks[idx]),
-                                 axis=1) for m in models}                            # (S, 2): mean over backgrounds
+    measures = {m.label: nanmean(nodule_measures(synth[m.label].swap.images[idx], synth[m.label].swap.masks[idx]),
+                                 axis=1) for m in models}                            # (S, 4): mean over backgrounds
     measures["real"] = real.measures[idx]
     for who, x in measures.items():  # "real": the ceiling, what the real nodules show
         res = program_response(x, programs[idx], PROGRAMS) if enough else {
-            f"response/{k}": np.nan for k in ("size", "density", "decoy")}
+            f"response/{k}": np.nan for k in (*PROGRAMS, "decoy")}
         _put(out, split, who, "truth", res)
     inputs = {m.label: codes[m.label] for m in models}
     if enough:

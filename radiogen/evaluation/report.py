@@ -211,10 +211,12 @@ def render_report(*, context: dict[str, str], metrics: dict[str, float], figures
                 "Probe: cross-validated R² of each true program from the representation (p from a permutation null). "
                 "The link metrics of every map are in the estimators table above.", ""]
         out += ["", "Program response: every subject's genes over the same fixed backgrounds; Spearman rho across "
-                "subjects of the synthetic nodules' mean mask area with the true size program and of their mean "
-                "intensity inside the mask with the density program; decoy: the larger |rho| of either with the "
-                "texture program, which drives neither. Real nodules: the same on the subjects' real slices.", ""]
-        response = ("size", "density", "decoy")
+                "subjects of the synthetic nodules' mean mask area with the true size program, of their mean "
+                "intensity inside the mask with the density program, of their isoperimetric ratio with the "
+                "irregularity program and of their high-frequency RMS inside the mask with the texture program "
+                "(radiogen.evaluation.truth); decoy: the larger |rho| of area or intensity with the texture program, "
+                "which drives neither. Real nodules: the same on the subjects' real slices (the ceiling).", ""]
+        response = (*PROGRAMS, "decoy")
         out.append(_table(["nodules", *(f"{r}, {s}" for s in splits for r in response)],
                           [[WHO[w], *(val(s, w, "truth", f"response/{r}") for s in splits for r in response)]
                            for w in [*models, "real"]]))
