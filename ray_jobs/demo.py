@@ -109,7 +109,7 @@ def learned(metrics: dict[str, float], estimators: list[dict] = ()) -> list[str]
     radiogenomic map against the cohort's truth; `estimators` as metrics.json holds them)."""
     from types import SimpleNamespace
 
-    from radiogen.evaluation.report import estimator_lines, fmt, metric_name
+    from radiogen.evaluation.report import PROGRAMS, estimator_lines, fmt, metric_name
 
     split = "heldout" if metrics.get(metric_name("heldout", "n_subjects"), 0) > 0 else "train"
     m = lambda who, *parts: metrics.get(metric_name(split, who, *parts), float("nan"))  # noqa: E731
@@ -119,9 +119,11 @@ def learned(metrics: dict[str, float], estimators: list[dict] = ()) -> list[str]
         f"what was learned ({split} subjects: {n}):",
         f"  realism, radiomic Frechet distance (lower is better): best trial {fmt(m('model', 'realism', 'frechet_radiomic'))}, "
         f"MC-GAN baseline {fmt(m('baseline', 'realism', 'frechet_radiomic'))}",
-        f"  nodules follow the gene programs (Spearman rho): size {fmt(m('model', 'truth', 'response/size'))}, "
-        f"density {fmt(m('model', 'truth', 'response/density'))}, decoy {fmt(m('model', 'truth', 'response/decoy'))} "
-        f"(real nodules: {fmt(m('real', 'truth', 'response/size'))} / {fmt(m('real', 'truth', 'response/density'))})",
+        "  nodules follow the gene programs (Spearman rho; size / density / irregularity / texture, decoy): best trial "
+        + " / ".join(fmt(m("model", "truth", f"response/{p}")) for p in PROGRAMS)
+        + f", decoy {fmt(m('model', 'truth', 'response/decoy'))}; real nodules "
+        + " / ".join(fmt(m("real", "truth", f"response/{p}")) for p in PROGRAMS)
+        + f", decoy {fmt(m('real', 'truth', 'response/decoy'))}",
         f"  radiogenomic map vs the cohort's true links (every map fitted on the {n_train} training subjects; AUROC / "
         f"AUPRC, prevalence = a random ranking's AUPRC; calls by BH over the map):",
         *("  " + line for line in estimator_lines([SimpleNamespace(**r) for r in estimators])),

@@ -224,7 +224,10 @@ def check_objectives(spec: SweepSpec, validation: dict) -> None:
         raise ConfigError("objective val/map_auprc scores the map against known links: give the cohort's truth "
                           "with --truth (or use val/map_objective, which falls back to the truth-free agreement)")
     response = [m for m in metrics if m.startswith("val/response/") or m == "val/program_response"]
-    if response and "programs" not in validation.get("map", {}):
+    if response and not validation.get("map"):
+        raise ConfigError(f"objective {response[0]} needs 3+ validation subjects with nodules; prepare more "
+                          f"subjects or choose another objective")
+    if response and "programs" not in validation["map"]:
         raise ConfigError(f"objective {response[0]} compares the nodules with the subjects' true programs: give the "
                           f"cohort's truth with --truth")
     floored = [m for m in metrics if m in ("val/frechet_floor", "val/frechet_over_floor")]

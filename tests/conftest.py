@@ -118,3 +118,17 @@ def prepared(synthetic_cohort, ray_cluster, tmp_path_factory) -> Path:
                  "--out", str(out), "--image-size", "32", "--bg-vois", "2", "--bg-slices", "8",
                  "--split", "0.67,0.33,0"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def drivers_dataset(tmp_path_factory) -> tuple[Path, Path]:
+    """(cohort, prepared data): a 16-subject drivers cohort prepared at 32 px in this process (6 validation
+    subjects: enough for the validation map objective and the program responses)."""
+    from data_prep.cohort import write_cohort
+    from ray_jobs.cli import main
+
+    root = tmp_path_factory.mktemp("drivers")
+    cohort = write_cohort(root / "cohort", subjects=16, seed=0, genes=120, matrix=64, design="drivers")
+    assert main(["prep", "--cases", str(cohort / "cases.csv"), "--genes", str(cohort / "genes.tsv"), "--out",
+                 str(root / "data"), "--image-size", "32", "--bg-slices", "4", "--workers", "0"]) == 0
+    return cohort, root / "data"

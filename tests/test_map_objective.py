@@ -16,16 +16,8 @@ from .helpers import tiny
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """A 16-subject drivers cohort prepared at 32 px in this process (6 validation subjects)."""
-    from data_prep.cohort import write_cohort
-    from ray_jobs.cli import main
-
-    root = tmp_path_factory.mktemp("objective")
-    cohort = write_cohort(root / "cohort", subjects=16, seed=0, genes=120, matrix=64, design="drivers")
-    assert main(["prep", "--cases", str(cohort / "cases.csv"), "--genes", str(cohort / "genes.tsv"), "--out",
-                 str(root / "data"), "--image-size", "32", "--bg-slices", "4", "--workers", "0"]) == 0
-    return cohort, root / "data"
+def dataset(drivers_dataset):
+    return drivers_dataset
 
 
 def test_map_reference_carries_the_truth_in_the_dataset_gene_order(dataset, tmp_path) -> None:
