@@ -19,6 +19,22 @@ def tiny(**slices: dict) -> ExperimentConfig:
     return dataclasses.replace(cfg, **{k: dataclasses.replace(getattr(cfg, k), **v) for k, v in slices.items()})
 
 
+def validation_of(data: Path, n_slices: int = 8):
+    """(untrained tiny TrainState, GeneLookup, validation nodule records, decoded validation pairs) of a prepared
+    32 px dataset: what `ray_jobs.loop.validate` needs, built as the training loop builds it."""
+    from radiogen import schema
+    from radiogen.data import GeneLookup, decode_pairs, read_records
+    from radiogen.train_step import build_training
+
+    cfg = tiny(data={"n_genes": len(schema.read_manifest(data)["gene_names"])})
+    torch.manual_seed(0)
+    state = build_training(cfg, torch.device("cpu"))
+    genes = GeneLookup.from_dataset(data, cfg.data)
+    nodules = read_records(data, "val", "nodule", n_slices)
+    pairs = decode_pairs(nodules, read_records(data, "val", "background", n_slices), genes, 32)
+    return state, genes, nodules, pairs
+
+
 def random_batch(cfg: ExperimentConfig, batch_size: int = 4, seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
     s, n = cfg.data.image_size, cfg.data.n_genes

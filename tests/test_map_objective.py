@@ -4,15 +4,13 @@ loop's `validate` reports val/map_objective from it, never NaN."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
 import numpy as np
 import pytest
-import torch
 
-from .helpers import tiny
+from .helpers import validation_of
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +19,6 @@ def dataset(drivers_dataset):
 
 
 def test_map_reference_carries_the_truth_in_the_dataset_gene_order(dataset, tmp_path) -> None:
-    from radiogen import schema
     from radiogen.evaluation.truth_table import TruthError
     from ray_jobs.map_reference import map_reference
 
@@ -42,22 +39,12 @@ def test_map_reference_carries_the_truth_in_the_dataset_gene_order(dataset, tmp_
 
 
 def test_validate_reports_the_map_objective_with_and_without_truth(dataset, tmp_path) -> None:
-    from radiogen import schema
-    from radiogen.data import GeneLookup, decode_pairs, read_records
     from radiogen.evaluation.objective import MapReference
-    from radiogen.train_step import build_training
     from ray_jobs.loop import validate
     from ray_jobs.map_reference import map_reference
 
     cohort, data = dataset
-    cfg = tiny()
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, n_genes=len(schema.read_manifest(data)
-                                                                                    ["gene_names"])))
-    torch.manual_seed(0)
-    state = build_training(cfg, torch.device("cpu"))
-    genes = GeneLookup.from_dataset(data, cfg.data)
-    nodules = read_records(data, "val", "nodule", 8)
-    pairs = decode_pairs(nodules, read_records(data, "val", "background", 8), genes, 32)
+    state, genes, nodules, pairs = validation_of(data)
     for truth, keys in ((None, {"val/map_objective", "val/map_agreement"}),
                         (cohort / "truth.json", {"val/map_objective", "val/map_agreement", "val/map_auprc"})):
         ref = map_reference(data, 32, truth)

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import io
 import math
 from pathlib import Path
 
-import torch
-
-from .helpers import REPO, tiny
+from .helpers import REPO, validation_of
 
 PROGRAMS = ("size", "density", "irregularity", "texture")
 STUDY = ("val/frechet_over_floor", "val/speckle_ratio", *(f"val/response/{p}" for p in PROGRAMS),
@@ -23,22 +20,12 @@ STUDY = ("val/frechet_over_floor", "val/speckle_ratio", *(f"val/response/{p}" fo
 
 def test_validation_with_truth_reports_the_responses_their_ceiling_the_floor_and_the_speckle(drivers_dataset,
                                                                                           tmp_path):
-    from radiogen import schema
-    from radiogen.data import GeneLookup, decode_pairs, read_records
     from radiogen.evaluation.objective import MapReference
-    from radiogen.train_step import build_training
     from ray_jobs.loop import validate
     from ray_jobs.map_reference import frechet_floor, map_reference
 
     cohort, data = drivers_dataset
-    cfg = tiny()
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, n_genes=len(schema.read_manifest(data)
-                                                                                    ["gene_names"])))
-    torch.manual_seed(0)
-    state = build_training(cfg, torch.device("cpu"))
-    genes = GeneLookup.from_dataset(data, cfg.data)
-    nodules = read_records(data, "val", "nodule", 8)
-    pairs = decode_pairs(nodules, read_records(data, "val", "background", 8), genes, 32)
+    state, genes, nodules, pairs = validation_of(data)
     ref = map_reference(data, 32, cohort / "truth.json")
     assert ref["programs"].shape == (len(ref["subject_ids"]), 4) and ref["real_response"]["response/size"] > 0.5
     floor = frechet_floor(data, nodules, 32)
