@@ -4,8 +4,9 @@
 loop: the validation subjects that have nodule slices, their real phenotype proxies and, with a truth file
 (truth.json, or a gene,program CSV with its per-subject programs CSV), the true gene x program links in the
 dataset's gene order. Without a truth file the objective is the truth-free map agreement; with one, the
-AUPRC of the generator's intervention map, and the subjects' true programs (the program response). A truth file that does not belong to the dataset is refused
-(radiogen.evaluation.truth_table.TruthError, naming the file and the fix). `frechet_floor` gives the realism
+AUPRC of the generator's intervention map, and the subjects' true programs (the program response). A truth file
+that does not belong to the dataset is refused (radiogen.evaluation.truth_table.TruthError, naming the file and
+the fix). `frechet_floor` gives the realism
 floor, RunSettings.validation["frechet_floor"]: the radiomic Fréchet distance between two sets of real nodules.
 """
 
