@@ -118,7 +118,8 @@ def learned(metrics: dict[str, float], estimators: list[dict] = ()) -> list[str]
     return [
         f"what was learned ({split} subjects: {n}):",
         f"  realism, radiomic Frechet distance (lower is better): best trial {fmt(m('model', 'realism', 'frechet_radiomic'))}, "
-        f"MC-GAN baseline {fmt(m('baseline', 'realism', 'frechet_radiomic'))}",
+        f"MC-GAN baseline {fmt(m('baseline', 'realism', 'frechet_radiomic'))}, two sets of real nodules (the floor) "
+        f"{fmt(m('real', 'realism', 'frechet_radiomic'))}",
         "  nodules follow the gene programs (Spearman rho; size / density / irregularity / texture, decoy): best trial "
         + " / ".join(fmt(m("model", "truth", f"response/{p}")) for p in PROGRAMS)
         + f", decoy {fmt(m('model', 'truth', 'response/decoy'))}; real nodules "

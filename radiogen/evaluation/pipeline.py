@@ -204,6 +204,12 @@ def synthesis_metrics(split: str, idx: np.ndarray, data: EvalData, real: RealNod
                       synth: dict[str, Synthesis], n_perm: int, seed: int, device: torch.device) -> dict[str, float]:
     """Realism, background fidelity, gene-swap retrieval and the truth-free map agreement of each model."""
     S, rows, out = len(idx), real.slice_split == split, {}
+    # The realism floor: the same distance between this split's real nodules and as many of the other splits' (a
+    # fixed draw), what two disjoint real sets score; it gives the synthetic distances below a scale.
+    others = np.flatnonzero(~rows)
+    others = np.sort(np.random.default_rng(seed).permutation(others)[:int(rows.sum())])
+    floor = _realism(real.features[rows], real.features[others], data.masks[rows], data.masks[others], seed)
+    _put(out, split, "real", "realism", {"frechet_radiomic": floor["frechet_radiomic"]})
     for m in models:
         sy = synth[m.label]
         K = sy.features.shape[1]

@@ -53,7 +53,8 @@ def key_metrics(metrics: dict[str, float], splits: Sequence[str] = ("train", "he
         if not n > 0:
             continue
         line = (f"{split} ({int(n)} subjects): "
-                f"frechet {fmt(m('model', 'realism', 'frechet_radiomic'))}, "
+                f"frechet {fmt(m('model', 'realism', 'frechet_radiomic'))} "
+                f"(real-vs-real floor {fmt(m('real', 'realism', 'frechet_radiomic'))}), "
                 f"mask area ratio {fmt(m('model', 'realism', 'mask_area_ratio'))}, "
                 f"background L1 {fmt(m('model', 'background', 'l1'))}, "
                 f"retrieval top1 {fmt(m('model', 'conditioning', 'top1'))} "
@@ -160,8 +161,10 @@ def render_report(*, context: dict[str, str], metrics: dict[str, float], figures
             ("empty_mask_fraction", "realism", "empty synthetic masks"),
             ("mask_area_ratio", "realism", "mask area synthetic / real"),
             ("l1", "background", "background L1"), ("ssim", "background", "background SSIM")]
-    out.append(_table(["metric", *cols], [[label, *(val(s, w, g, k) for s in splits for w in models)]
-                                          for k, g, label in rows]))
+    table = [[label, *(val(s, w, g, k) for s in splits for w in models)] for k, g, label in rows]
+    table.insert(1, ["Fréchet floor: real vs real (other splits)",
+                     *(val(s, "real", "realism", "frechet_radiomic") for s in splits for _ in models)])
+    out.append(_table(["metric", *cols], table))
 
     out += ["", "## Conditioning", "",
             "Gene swap over fixed backgrounds and noise: does a subject's synthetic nodule (features averaged over "
