@@ -70,7 +70,8 @@ def draw(curves: dict, ceiling: dict, variants: list[str], out: Path) -> None:
             points = sorted(curves.get(variant, {}).get(metric, {}).items())
             if points:
                 steps = [s for s, _ in points]
-                ax.plot(steps, [np.mean(v) for _, v in points], marker="o", color=colours(i % 10),
+                means = [np.nanmean(v) if np.isfinite(v).any() else np.nan for _, v in points]  # NaN: no nodule
+                ax.plot(steps, means, marker="o", color=colours(i % 10),
                         lw=2.5 if variant == "stable" else 1.2, label=variant)
         if target is not None:
             ax.axhline(target, color="k", ls="--", lw=1, label="target")
@@ -80,9 +81,10 @@ def draw(curves: dict, ceiling: dict, variants: list[str], out: Path) -> None:
             ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
-    axes.flat[0].legend(fontsize=8, loc="upper right")
+    handles, labels = axes.flat[2].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)
     fig.suptitle("ablation study: validation curves, mean over seeds (held-out subjects)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
     plt.close(fig)
