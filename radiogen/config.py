@@ -200,7 +200,9 @@ class LossConfig:
     speckle: float = 0.0
     """Weight of a frequency-aware realism term: (log E_fake - log E_real)^2, E the batch's mean high-frequency
     energy (image minus its Gaussian-smoothed self, sigma 1 px, normalised over the mask) inside G's masks and
-    inside the real masks (losses.speckle_gap). Reported as loss/G/speckle. 0 = off (the paper)."""
+    inside the real masks (losses.speckle_gap). Reported as loss/G/speckle. 0 = off (the paper). It assumes real
+    nodules with some texture: on perfectly flat ones (energy 0, e.g. the toy batch) its target is degenerate and it
+    outweighs the rest of G's loss."""
     phi_group_lasso: float = 0.0
     """Weight of a group-lasso penalty on the gene mapping's input weights: sum over genes of the L2 norm of
     each gene's column of the first layer that reads the genes (phi's first layer; the baseline's conditioning
