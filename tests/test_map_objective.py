@@ -19,6 +19,7 @@ def dataset(drivers_dataset):
 
 
 def test_map_reference_carries_the_truth_in_the_dataset_gene_order(dataset, tmp_path) -> None:
+    from radiogen import schema
     from radiogen.evaluation.truth_table import TruthError
     from ray_jobs.map_reference import map_reference
 

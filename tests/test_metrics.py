@@ -190,8 +190,8 @@ def test_realism_report_all_empty_fake_masks_is_nan_not_error():
     ri, rm = nodule_batch(8, 0)
     fi = np.zeros_like(ri)
     rep = realism_report(ri, rm, fi, np.zeros_like(rm))
-    assert set(rep) == {"frechet_radiomic", "fake_empty_mask_fraction", "real_empty_mask_fraction"}
-    assert np.isnan(rep["frechet_radiomic"])
+    assert set(rep) == {"frechet_radiomic", "speckle_ratio", "fake_empty_mask_fraction", "real_empty_mask_fraction"}
+    assert np.isnan(rep["frechet_radiomic"]) and np.isnan(rep["speckle_ratio"])  # no synthetic nodule to measure
     assert rep["fake_empty_mask_fraction"] == 1.0
     assert rep["real_empty_mask_fraction"] == 0.0
 
