@@ -52,12 +52,13 @@ def map_reference(data: str | Path, image_size: int, truth: str | Path | None = 
     return out
 
 
-def frechet_floor(data: str | Path, val_nodules: Records, image_size: int, seed: int = 0) -> float | None:
+def frechet_floor(data: str | Path, val_nodules: Records, image_size: int, train: Records | None = None,
+                  seed: int = 0) -> float | None:
     """The radiomic Fréchet distance between the validation slices' real nodules and as many real nodules of the
     training split (a fixed draw): what two disjoint sets of real nodules score, the scale of
     val/frechet_radiomic (its estimate grows as sets shrink, hence equal sizes). None when either side has fewer
-    than 2 nodules with features."""
-    train = read_records(data, "train", "nodule")
+    than 2 nodules with features. `train`: the training split's nodule records when the caller has read them."""
+    train = read_records(data, "train", "nodule") if train is None else train
     n = min(len(val_nodules["subject_id"]), len(train["subject_id"]))
     pick = np.sort(np.random.default_rng(seed).permutation(len(train["subject_id"]))[:n])
     decode = lambda rows, idx: (schema.decode_images(rows["image"][idx], image_size),  # noqa: E731

@@ -74,14 +74,15 @@ def read_inputs(data: Path, manifest: dict, image_size: int, val_size: int, trai
     n_val = min(len(nodules_val["subject_id"]), len(backgrounds_val["subject_id"]))
     validation = {"nodules": {k: v[:n_val] for k, v in nodules_val.items()},
                   "backgrounds": {k: v[:n_val] for k, v in backgrounds_val.items()}} if n_val >= 2 else {}
+    split = {kind: read_records(data, "train", kind) for kind in schema.KINDS} if train_split else {}
     if not validation:
         print("warning: the validation split has fewer than 2 paired slices; validation metrics and figures are off")
     else:
         validation["map"] = map_reference(data, image_size, truth.truth, truth.programs, truth.partial)
-        validation["frechet_floor"] = frechet_floor(data, validation["nodules"], image_size)
+        # A sweep's driver has the training split in hand already (direct trials): no second read of it.
+        validation["frechet_floor"] = frechet_floor(data, validation["nodules"], image_size, split.get("nodule"))
         if not validation["map"]:
             print("warning: the validation split has fewer than 3 subjects with nodules; val/map_objective is off")
-    split = {kind: read_records(data, "train", kind) for kind in schema.KINDS} if train_split else {}
     return TrainingInputs(data, manifest, matrix, validation, pool_records(data), schema.slice_files(data, manifest),
                           split)
 
