@@ -37,7 +37,7 @@ def curves(data_dir: Path, truth: dict, config: str, sets: list[str], steps: int
     from radiogen.data import read_records
     from radiogen.evaluation.pipeline import PROGRAMS, load_data
     from radiogen.evaluation.synthesis import gene_swap, nanmean
-    from radiogen.evaluation.truth import program_response, size_intensity
+    from radiogen.evaluation.truth import nodule_measures, program_response
     from radiogen.genes import apply_gene_stats
     from radiogen.train_step import build_training, refresh_ema_bn, train_step
 
@@ -63,7 +63,7 @@ def curves(data_dir: Path, truth: dict, config: str, sets: list[str], steps: int
     def response(split: str) -> dict[str, float]:
         idx = data.indices(split)
         swap = gene_swap(state.G_ema, data.backgrounds, genes[idx].numpy(), seed=seed)
-        measures = nanmean(size_intensity(swap.images, swap.masks), axis=1)        # (S, 2) over backgrounds
+        measures = nanmean(nodule_measures(swap.images, swap.masks), axis=1)       # (S, 4) over backgrounds
         return program_response(measures, programs[idx], PROGRAMS)
 
     history, window, start = [], {}, time.perf_counter()

@@ -283,19 +283,20 @@ def test_classical_pipeline_recovers_the_simulated_radiogenomic_map():
     assert all(pca[f"probe_r2/{n}"] > 0.3 for n in names)
 
 
-def test_size_intensity_is_mask_area_and_mean_inside():
-    from radiogen.evaluation.truth import size_intensity
+def test_nodule_measures_area_and_mean_inside():
+    from radiogen.evaluation.truth import nodule_measures
 
     images = np.full((2, 3, 4, 4), -1.0)
     masks = np.zeros((2, 3, 4, 4))
-    masks[0, 0, :2, :2], images[0, 0, :2, :2] = 0.9, 0.5       # 4 pixels at 0.5
-    masks[0, 1, 0, :3], images[0, 1, 0, :3] = 0.5, [0.0, 0.3, 0.6]  # 3 pixels at the 0.5 threshold
+    masks[0, 0, :2, :3], images[0, 0, :2, :3] = 0.9, 0.5       # 6 pixels at 0.5
+    masks[0, 1, :, 0], images[0, 1, :, 0] = 0.5, [0.0, 0.3, 0.6, 0.3]  # 4 pixels at the 0.5 threshold: too few
+    masks[0, 1, 0, 1], images[0, 1, 0, 1] = 0.5, 0.3            # a 5th: enough
     masks[1, 2, 0, 0] = 0.49                                     # below the threshold: empty
-    out = size_intensity(images, masks)
-    assert out.shape == (2, 3, 2)
-    np.testing.assert_allclose(out[0, 0], [4, 0.5])
-    np.testing.assert_allclose(out[0, 1], [3, 0.3])
-    assert out[1, 2, 0] == 0 and np.isnan(out[1, 2, 1])
+    out = nodule_measures(images, masks)
+    assert out.shape == (2, 3, 4)
+    np.testing.assert_allclose(out[0, 0, :2], [6, 0.5])
+    np.testing.assert_allclose(out[0, 1, :2], [5, 0.3])
+    assert out[1, 2, 0] == 0 and np.isnan(out[1, 2, 1:]).all()
 
 
 def test_program_response_follows_the_programs_and_flags_the_decoy():

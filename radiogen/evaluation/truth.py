@@ -53,17 +53,6 @@ def nodule_measures(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return out.reshape(*lead, len(MEASURES))
 
 
-def size_intensity(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """(..., 2) mask area in pixels (mask >= 0.5) and mean intensity inside it (NaN for an empty mask) of
-    (..., H, W) nodule slices."""
-    inside = np.asarray(masks) >= 0.5
-    area = inside.sum(axis=(-2, -1)).astype(np.float64)
-    total = np.where(inside, np.asarray(images, dtype=np.float64), 0.0).sum(axis=(-2, -1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        intensity = np.where(area > 0, total / np.maximum(area, 1), np.nan)
-    return np.stack([area, intensity], axis=-1)
-
-
 def _rho(x: np.ndarray, y: np.ndarray) -> float:
     ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() < 3:
@@ -75,7 +64,7 @@ def _rho(x: np.ndarray, y: np.ndarray) -> float:
 
 def program_response(measures: np.ndarray, programs: np.ndarray, program_names: Sequence[str]) -> dict[str, float]:
     """Do the subjects' nodules follow their programs? measures: (S, k) per-subject measurements, the first k
-    columns of MEASURES (`nodule_measures` or `size_intensity`, averaged over a subject's slices or gene-swap
+    columns of MEASURES (`nodule_measures`, averaged over a subject's slices or gene-swap
     backgrounds); programs: (S, P).
 
     response/<program>: Spearman rho of the program's measurement (RESPONSE) with the program, for every
