@@ -64,14 +64,14 @@ def draw(curves: dict, ceiling: dict, variants: list[str], out: Path) -> None:
     import numpy as np
 
     fig, axes = plt.subplots(2, 4, figsize=(20, 8.5))
-    colours = plt.get_cmap("tab10")
+    colours = plt.get_cmap("tab10" if len(variants) <= 10 else "tab20")  # distinct colours for every variant
     for ax, (metric, title, target, _) in zip(axes.flat, PANELS):
         for i, variant in enumerate(variants):
             points = sorted(curves.get(variant, {}).get(metric, {}).items())
             if points:
                 steps = [s for s, _ in points]
                 means = [np.nanmean(v) if np.isfinite(v).any() else np.nan for _, v in points]  # NaN: no nodule
-                ax.plot(steps, means, marker="o", color=colours(i % 10),
+                ax.plot(steps, means, marker="o", color=colours(i % colours.N),
                         lw=2.5 if variant == "stable" else 1.2, label=variant)
         if target is not None:
             ax.axhline(target, color="k", ls="--", lw=1, label="target")
@@ -82,9 +82,9 @@ def draw(curves: dict, ceiling: dict, variants: list[str], out: Path) -> None:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
     handles, labels = axes.flat[2].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 11), fontsize=9)  # 2 rows for a full grid
     fig.suptitle("ablation study: validation curves, mean over seeds (held-out subjects)")
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.05 if len(labels) <= 11 else 0.09, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
     plt.close(fig)

@@ -9,6 +9,7 @@ import contextlib
 import csv
 import io
 import math
+import sys
 from pathlib import Path
 
 from .helpers import REPO, validation_of
@@ -68,3 +69,12 @@ def test_the_study_file_runs_reduced_as_a_grid_and_tabulates_every_objective(dri
     assert len(children) == 4
     assert {c.data.params["loss.aux_genes"] for c in children if c.data.tags["radiogen.variant"] == "paper"} == {"0.0"}
     assert all(set(STUDY) <= set(c.data.metrics) for c in children)
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from study_curves import main as study_curves  # the curves figure, read back from the same MLflow runs
+
+    figure = tmp_path / "curves.png"
+    assert study_curves(["--tracking-uri", mlflow_server, "--sweep", "study", "--out", str(figure)]) == 0
+    assert figure.stat().st_size > 20_000
+    assert study_curves(["--tracking-uri", mlflow_server, "--sweep", "study", "--variants", "stable,no_such",
+                         "--out", str(figure)]) == 2
