@@ -1,8 +1,8 @@
 """Argument definitions of `radiogen cohort` and `radiogen prep`: argparse only, no numpy or SimpleITK.
 
 The `radiogen` command (ray_jobs.cli) builds its parser from these, so `--help` answers at once;
-data_prep.cohort and data_prep.prep register the same parsers with their handlers. The constants
-below mirror data_prep.cohort, data_prep.gene_model and data_prep.gene_table (a test keeps them equal).
+data_prep.cohort and data_prep.prep register the same parsers with their handlers. Choices and
+defaults come from data_prep.constants, which the heavy modules read too.
 """
 
 from __future__ import annotations
@@ -13,13 +13,8 @@ from pathlib import Path
 
 from radiogen.cli import source_docstring
 
-COHORT_FORMATS: tuple[str, ...] = ("nifti", "tcia")  # data_prep.cohort.FORMATS
-COHORT_DEFAULT_GENES = 500  # data_prep.gene_model.DEFAULT_GENES
-COHORT_DEFAULT_NA_FRACTION = 0.05  # data_prep.gene_model.DEFAULT_NA_FRACTION
-COHORT_DESIGNS: tuple[str, ...] = ("aligned", "weak", "drivers", "interaction", "null", "mixed")  # gene_model.DESIGNS
-COHORT_DEFAULT_DESIGN = "mixed"  # data_prep.gene_model.DEFAULT_DESIGN
-GENE_ORIENTATIONS: tuple[str, ...] = ("genes-x-samples", "samples-x-genes")  # data_prep.gene_table.ORIENTATIONS
-USE_RAY: tuple[str, ...] = ("auto", "always")  # data_prep.prep.USE_RAY
+from .constants import (COHORT_FORMATS, DEFAULT_DESIGN, DEFAULT_GENES, DEFAULT_NA_FRACTION, DESIGNS,
+                        GENE_ORIENTATIONS, USE_RAY)
 
 
 def add_cohort_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,19 +25,19 @@ def add_cohort_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--out", type=Path, required=True, help="output folder (must not exist or be empty)")
     p.add_argument("--subjects", type=int, required=True, help="number of subjects")
     p.add_argument("--seed", type=int, required=True, help="random seed (same seed: same files)")
-    p.add_argument("--genes", type=int, default=COHORT_DEFAULT_GENES,
-                   help=f"genes in genes.tsv (default {COHORT_DEFAULT_GENES})")
+    p.add_argument("--genes", type=int, default=DEFAULT_GENES,
+                   help=f"genes in genes.tsv (default {DEFAULT_GENES})")
     p.add_argument("--format", dest="fmt", choices=COHORT_FORMATS, default="nifti",
                    help="nifti (cases.csv + .nii.gz, default) or tcia (DICOM CT series + DICOM SEG per subject)")
     p.add_argument("--matrix", type=int, default=512,
                    help="in-plane voxels over a 358 mm field of view (default 512: 0.7 mm, 1.25 mm slices)")
-    p.add_argument("--na-fraction", type=float, default=COHORT_DEFAULT_NA_FRACTION,
-                   help=f"fraction of genes with NA cells (default {COHORT_DEFAULT_NA_FRACTION})")
-    p.add_argument("--design", choices=COHORT_DESIGNS, default=COHORT_DEFAULT_DESIGN,
+    p.add_argument("--na-fraction", type=float, default=DEFAULT_NA_FRACTION,
+                   help=f"fraction of genes with NA cells (default {DEFAULT_NA_FRACTION})")
+    p.add_argument("--design", choices=tuple(DESIGNS), default=DEFAULT_DESIGN,
                    help="which genes cause which program: aligned (a co-expressed module per program), weak (many "
                         "weakly loaded genes), drivers (a few driver genes with co-expressed passengers), interaction "
                         "(a product of two modules), null (no gene matters), or mixed (one program of each kind; "
-                        f"default {COHORT_DEFAULT_DESIGN})")
+                        f"default {DEFAULT_DESIGN})")
     return p
 
 

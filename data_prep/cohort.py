@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Literal
@@ -30,11 +27,13 @@ from typing import Literal
 import numpy as np
 import SimpleITK as sitk
 
-from .gene_model import (DEFAULT_DESIGN, DEFAULT_GENES, DEFAULT_NA_FRACTION, DESIGNS, PROGRAMS, check_design,
-                         genes_tsv, simulate_expression, stream)
+from radiogen.publish import building
+
+from .constants import COHORT_FORMATS, DEFAULT_DESIGN, DEFAULT_GENES, DEFAULT_NA_FRACTION, DESIGNS
+from .gene_model import PROGRAMS, check_design, genes_tsv, simulate_expression, stream
 from .phantom import PROGRAM_EFFECTS, Grid, synthesize_subject
 
-FORMATS: tuple[str, ...] = ("nifti", "tcia")
+FORMATS = COHORT_FORMATS
 Format = Literal["nifti", "tcia"]
 
 
@@ -106,11 +105,9 @@ def write_cohort(out_dir: Path | str, *, subjects: int, seed: int, genes: int = 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"cohort output {out} exists and is not an empty folder; the cohort writer never "
                               f"overwrites: choose a new --out or delete {out} first")
-    out.parent.mkdir(parents=True, exist_ok=True)
     grid = Grid.for_matrix(matrix)
     expr = simulate_expression(subjects, seed, genes, na_fraction, design)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with building(out) as tmp:  # a crash leaves no half-written cohort
         truth_subjects = {}
         cases = []
         for j, sid in enumerate(expr.subject_ids):
@@ -143,12 +140,6 @@ def write_cohort(out_dir: Path | str, *, subjects: int, seed: int, genes: int = 
         truth = _truth(expr, fmt=fmt, seed=seed, genes=genes, matrix=matrix, na_fraction=na_fraction, grid=grid,
                        subjects=truth_subjects)
         (tmp / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
-        if out.exists():
-            out.rmdir()  # empty (checked above); rename needs the name free or an empty folder
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

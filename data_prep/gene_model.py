@@ -37,20 +37,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .constants import DEFAULT_DESIGN, DEFAULT_GENES, DEFAULT_NA_FRACTION, DESIGNS
+
 PROGRAMS: tuple[str, ...] = ("size", "density", "irregularity", "texture")
 KINDS: tuple[str, ...] = ("aligned", "weak", "drivers", "interaction", "null")
-DESIGNS: dict[str, tuple[str, ...]] = {
-    "aligned": ("aligned",) * 4,
-    "weak": ("weak",) * 4,
-    "drivers": ("drivers",) * 4,
-    "interaction": ("interaction",) * 4,
-    "null": ("null",) * 4,
-    "mixed": ("drivers", "weak", "interaction", "aligned"),
-}
-"""Design -> the kind of truth of each program (PROGRAMS order)."""
-DEFAULT_DESIGN = "mixed"
-DEFAULT_GENES = 500
-DEFAULT_NA_FRACTION = 0.05
 MIN_GENES = 40            # the aligned design: 4 modules of 4 genes plus nuisance genes
 MIN_GENES_STRUCTURED = 100  # the other designs: enough co-expression clusters for 4 x 3 drivers
 NUISANCE_FACTORS = 6

@@ -30,9 +30,11 @@ import numpy as np
 
 from radiogen.genes import CONSTANT_STD, constant_genes
 
+from .constants import GENE_ORIENTATIONS
+
 NA_TOKENS = ("", "NA", "NaN", "nan", "N/A", "n/a", "null", "NULL")
 Orientation = Literal["genes-x-samples", "samples-x-genes"]
-ORIENTATIONS: tuple[str, ...] = ("genes-x-samples", "samples-x-genes")
+ORIENTATIONS = GENE_ORIENTATIONS
 
 
 class GeneTableError(ValueError):

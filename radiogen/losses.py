@@ -41,8 +41,11 @@ def erode(mask: torch.Tensor, size: int) -> torch.Tensor:
     return -F.max_pool2d(-mask, size, stride=1, padding=size // 2)
 
 
-def background_l1(image: torch.Tensor, background: torch.Tensor, gen_mask: torch.Tensor, erosion: int) -> torch.Tensor:
-    """E|G_x*M - x_b*M| with M = erode(1 - G_m); the mask is detached (no gradient through M)."""
+def masked_background_l1(image: torch.Tensor, background: torch.Tensor, gen_mask: torch.Tensor,
+                         erosion: int) -> torch.Tensor:
+    """The paper's background term E|G_x*M - x_b*M|, M = erode(1 - G_m) by a square: a mean over every pixel,
+    those near or inside the generated mask counting 0. The mask is detached (no gradient through M).
+    (metrics.outside_mask_l1 is the validation measure: a mean over the pixels outside a disk margin only.)"""
     keep = erode(1 - gen_mask.detach().float(), erosion)
     return ((image.float() - background.float()) * keep).abs().mean()
 
@@ -162,7 +165,7 @@ class GANLoss:
             terms["loss/G/aux"] = gene_mse(scores.genes, batch.genes)
             total = total + self.cfg.aux_genes * terms["loss/G/aux"]
         if self.cfg.lambda_l1 > 0:  # on the unaugmented image: the background must match where it is
-            terms["loss/G/l1"] = background_l1(fake.image, batch.background, fake.mask, self.cfg.erosion)
+            terms["loss/G/l1"] = masked_background_l1(fake.image, batch.background, fake.mask, self.cfg.erosion)
             total = total + self.cfg.lambda_l1 * terms["loss/G/l1"]
         if self.cfg.speckle > 0:  # G's own mask, as drawn: the energy is of what G calls nodule
             terms["loss/G/speckle"] = speckle_gap(fake.image, fake.mask, batch.image, batch.mask)

@@ -220,8 +220,9 @@ def _disk(radius: int) -> np.ndarray:
     return xx**2 + yy**2 <= radius**2
 
 
-def background_l1(images: np.ndarray, backgrounds: np.ndarray, masks: np.ndarray, dilate: int = 5) -> float:
-    """Background fidelity: mean |synthetic - background| over pixels outside the dilated mask.
+def outside_mask_l1(images: np.ndarray, backgrounds: np.ndarray, masks: np.ndarray, dilate: int = 5) -> float:
+    """Background fidelity: mean |synthetic - background| over the pixels outside the dilated mask only
+    (losses.masked_background_l1, the training term, averages over every pixel instead).
 
     masks are binarised at 0.5 and dilated with a disk of radius `dilate` pixels (0 = no dilation);
     the mean is pooled over all outside pixels of all slices. NaN when no pixel lies outside.

@@ -69,6 +69,7 @@ KINDS = ("nodule", "background")
 SPLITS = ("train", "val", "test")
 SUBJECT_STATUSES = ("ok", "failed", "excluded")
 HU_WINDOW = (-1000.0, 500.0)
+"""CT window of every image: HU clipped to it and scaled to [-1, 1] (prep; evaluation inverts it)."""
 IMAGE_DTYPE = np.dtype("<f4")
 MASK_DTYPE = np.dtype("u1")
 GENE_DTYPE = np.dtype("<f4")
@@ -104,7 +105,6 @@ GENE_SCHEMA = pa.schema(
     metadata=_META,
 )
 
-SLICE_COLUMNS = tuple(SLICE_SCHEMA.names)
 
 _MANIFEST_KEYS = {
     "schema_version": int,
@@ -187,11 +187,6 @@ def decode_masks(values: Any, image_size: int) -> np.ndarray:
 def decode_image(cell: bytes, image_size: int) -> np.ndarray:
     """One `image` cell -> float32 (H, W)."""
     return decode_images(cell, image_size)[0]
-
-
-def decode_mask(cell: bytes, image_size: int) -> np.ndarray:
-    """One `mask` cell -> uint8 (H, W)."""
-    return decode_masks(cell, image_size)[0]
 
 
 def decode_genes(values: Any, n_genes: int) -> np.ndarray:

@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_cohort_parser(sub).set_defaults(handler="data_prep.cohort:_run")
-    add_prep_parser(sub).set_defaults(handler="data_prep.prep:_run")
+    add_prep_parser(sub).set_defaults(handler="data_prep.prep:run_command")
     add_train_parser(sub).set_defaults(handler="ray_jobs.train:run")
     add_sweep_parser(sub).set_defaults(handler="ray_jobs.sweep:run")
     add_module_parser(sub, "eval", "ray_jobs.eval", "evaluate a trained generator: figures, realism, conditioning, "

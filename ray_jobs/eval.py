@@ -157,28 +157,15 @@ def resolve_run(client, run_id: str, runs_dir: Path, scratch: Path) -> tuple[Pat
 
 
 def _write_atomically(out: Path, fill):
-    """Build the folder beside `out` with fill(folder), then swap it in (a reader sees the old or the new
+    """Build the report folder with fill(folder) and publish it as `out` (a reader sees the old or the new
     one); returns what fill returns."""
-    import shutil
-    import tempfile
+    from radiogen.publish import building
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with building(out) as tmp:
         result = fill(tmp)
-        for path in [tmp, *tmp.rglob("*")]:  # mkdtemp/mkstemp make owner-only files; a report is for sharing
+        for path in [tmp, *tmp.rglob("*")]:  # save_figure's mkstemp makes owner-only files; a report is shared
             path.chmod(0o755 if path.is_dir() else 0o644)
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.replace(old / "x")
-        tmp.replace(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return result
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return result
 
 
 def _json_ready(value):

@@ -6,7 +6,6 @@ Ray workers, with checkpoints under RUNS/<run name>/checkpoints/.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import torch
 
 from radiogen.data import LocalSource, Slices
+from radiogen.publish import building
 
 KEEP_CHECKPOINTS = 2
 
@@ -38,10 +38,8 @@ class LocalSession:
         return done[-1] if done else None
 
     def commit(self, checkpoint_dir: Path | None, step: int, metrics: dict[str, float]) -> None:
-        target = self.checkpoints / checkpoint_dir.name
-        staging = self.checkpoints / f".{checkpoint_dir.name}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.move(checkpoint_dir, staging)  # a rename when scratch and runs share a filesystem
-        os.replace(staging, target)  # a directory appears complete or not at all
+        with building(self.checkpoints / checkpoint_dir.name) as staging:  # appears complete or not at all
+            for item in checkpoint_dir.iterdir():
+                shutil.move(item, staging / item.name)  # a rename when scratch and runs share a filesystem
         for old in sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)

@@ -32,7 +32,7 @@ from radiogen.data import GeneLookup, MismatchPool, Slices, assemble_batch, deco
 from radiogen.figures import fig2_grid, save_figure
 from radiogen.genes import GeneStats
 from radiogen.evaluation.objective import MapReference, map_objective
-from radiogen.metrics import background_l1, realism_report
+from radiogen.metrics import outside_mask_l1, realism_report
 from radiogen.train_step import TrainState, build_training, local_rng, refresh_ema_bn, train_step
 
 from .phases import Phases
@@ -247,7 +247,7 @@ def validate(state: TrainState, pairs: tuple, step: int, figure_dir: Path,
     fake_img, fake_mask = out.image.float().cpu().numpy()[:, 0], out.mask.float().cpu().numpy()[:, 0]
     real_img, real_mask = image.numpy()[:, 0], mask.numpy()[:, 0]
     bg_np = background.numpy()[:, 0]
-    metrics = {"val/l1_background": background_l1(fake_img, bg_np, fake_mask)}
+    metrics = {"val/l1_background": outside_mask_l1(fake_img, bg_np, fake_mask)}
     metrics |= {f"val/{k}": v for k, v in realism_report(real_img, real_mask, fake_img, fake_mask).items()}
     if frechet_floor is not None:  # the distance between two sets of real nodules: the scale of the one above
         metrics["val/frechet_floor"] = frechet_floor

@@ -10,7 +10,7 @@ from torch import nn
 
 from radiogen.batch import mismatch_index
 from radiogen.config import LossConfig
-from radiogen.losses import GANLoss, background_l1, erode
+from radiogen.losses import GANLoss, erode, masked_background_l1
 from radiogen.models import DiscriminatorOutput, GeneratorOutput, build_discriminator
 
 from .helpers import random_batch, tiny
@@ -99,15 +99,15 @@ def test_kl_enters_generator_loss_with_its_weight(tuples):
     assert "loss/G/l1" not in terms
 
 
-def test_background_l1_by_hand():
+def test_masked_background_l1_by_hand():
     image = torch.zeros(1, 1, 5, 5)
     background = torch.ones(1, 1, 5, 5)
     gen_mask = torch.zeros(1, 1, 5, 5)
     gen_mask[0, 0, 2, 2] = 1.0  # one nodule pixel in the centre
     # No erosion: M = 1 - G_m excludes one pixel -> 24 of 25 pixels differ by 1.
-    assert background_l1(image, background, gen_mask, 1).item() == pytest.approx(24 / 25)
+    assert masked_background_l1(image, background, gen_mask, 1).item() == pytest.approx(24 / 25)
     # 3x3 erosion of (1 - G_m) removes the centre's 3x3 neighbourhood -> 16 pixels remain.
-    assert background_l1(image, background, gen_mask, 3).item() == pytest.approx(16 / 25)
+    assert masked_background_l1(image, background, gen_mask, 3).item() == pytest.approx(16 / 25)
 
 
 def test_erode_is_a_min_filter():
@@ -121,7 +121,7 @@ def test_erode_is_a_min_filter():
 def test_no_gradient_through_the_l1_mask():
     image = torch.zeros(1, 1, 6, 6, requires_grad=True)
     mask = torch.full((1, 1, 6, 6), 0.3, requires_grad=True)
-    background_l1(image, torch.ones(1, 1, 6, 6), mask, 3).backward()
+    masked_background_l1(image, torch.ones(1, 1, 6, 6), mask, 3).backward()
     assert mask.grad is None and image.grad.abs().sum() > 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from radiogen.metrics import (FEATURE_NAMES, background_l1, frechet_distance, radiomic_features,
+from radiogen.metrics import (FEATURE_NAMES, frechet_distance, outside_mask_l1, radiomic_features,
                               realism_report)
 
 H = W = 64
@@ -210,7 +210,7 @@ def test_realism_report_distance_orders_good_and_bad_fakes():
 
 # --- background fidelity ----------------------------------------------------------------------
 
-def test_background_l1_by_hand():
+def test_outside_mask_l1_by_hand():
     bg = np.zeros((1, 5, 5))
     img = np.zeros((1, 5, 5))
     img[0, 0, 0] = 1.0        # outside: counts
@@ -219,18 +219,18 @@ def test_background_l1_by_hand():
     mask = np.zeros((1, 5, 5))
     mask[0, 2, 2] = 0.9
     # dilate=1 (disk of radius 1) covers the centre and its 4 neighbours -> 20 outside pixels
-    assert background_l1(img, bg, mask, dilate=1) == pytest.approx(1.0 / 20)
+    assert outside_mask_l1(img, bg, mask, dilate=1) == pytest.approx(1.0 / 20)
     # no dilation: (2,3) is outside too -> 24 outside pixels
-    assert background_l1(img, bg, mask, dilate=0) == pytest.approx(9.0 / 24)
+    assert outside_mask_l1(img, bg, mask, dilate=0) == pytest.approx(9.0 / 24)
 
 
-def test_background_l1_pools_over_slices_without_mixing_them():
+def test_outside_mask_l1_pools_over_slices_without_mixing_them():
     bg = np.zeros((2, 4, 4))
     img = np.ones((2, 4, 4)) * np.array([1.0, 3.0])[:, None, None]
     mask = np.zeros((2, 4, 4))
     mask[0, 0, 0] = 1  # slice 0: only its own corner is masked; slice 1 has no mask
     # dilate=1 on slice 0: (0,0),(0,1),(1,0) -> 13 outside pixels of value 1; slice 1: 16 of value 3
-    assert background_l1(img, bg, mask, dilate=1) == pytest.approx((13 * 1 + 16 * 3) / 29)
-    assert np.isnan(background_l1(img, bg, np.ones((2, 4, 4))))  # nothing outside the mask
+    assert outside_mask_l1(img, bg, mask, dilate=1) == pytest.approx((13 * 1 + 16 * 3) / 29)
+    assert np.isnan(outside_mask_l1(img, bg, np.ones((2, 4, 4))))  # nothing outside the mask
     with pytest.raises(ValueError, match="dilate"):
-        background_l1(img, bg, mask, dilate=-1)
+        outside_mask_l1(img, bg, mask, dilate=-1)

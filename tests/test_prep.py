@@ -297,9 +297,9 @@ def test_interrupted_swap_is_recovered(phantom_cohort: Path, tmp_path: Path) -> 
     dead.wait()
     os.replace(out, tmp_path / f".ds.old-{dead.pid}")
     (tmp_path / f".ds.tmp-{dead.pid}").mkdir()  # a half-written dataset of the killed run
-    from data_prep.prep import _recover
+    from radiogen.publish import recover
 
-    _recover(out)
+    recover(out)
     assert schema.read_manifest(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.prep-cache", "ds"]
 

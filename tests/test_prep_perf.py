@@ -77,7 +77,7 @@ def test_auto_mode_hands_the_rest_to_ray_and_gives_the_same_dataset(cohort: Path
     _, alone, alone_fingerprint = prep(cohort, tmp_path / "a", "--workers", "0")
     # A free Ray start-up: after the first subject the rest are worth a local cluster.
     modules, mixed, fingerprint = prep(cohort, tmp_path / "b", "--workers", "2",
-                                       setup="import data_prep.prep\ndata_prep.prep.RAY_START_S = 0.0")
+                                       setup="import data_prep.prep.executor\ndata_prep.prep.executor.RAY_START_S = 0.0")
     assert mixed["executor"]["on"] == "process+ray" and modules["ray"]
     assert "expected to save" in mixed["executor"]["reason"] and mixed["counts"]["processed"] == 4
     assert fingerprint == alone_fingerprint

@@ -14,7 +14,7 @@ import radiogen.losses
 from radiogen.augment import cutout, diff_augment, translate
 from radiogen.checkpoint import load_checkpoint, save_checkpoint
 from radiogen.config import ConfigError, load_config
-from radiogen.losses import GANLoss, background_l1
+from radiogen.losses import GANLoss, masked_background_l1
 from radiogen.models import GeneratorOutput, build_discriminator, build_generator
 from radiogen.toy import toy_batch
 from radiogen.train_step import build_training, train_step
@@ -132,7 +132,8 @@ def test_background_l1_is_not_augmented():
     b = random_batch(cfg)
     fake = detached_fake(cfg, b)
     terms = GANLoss(cfg.loss, augment="diffaugment").generator(build_discriminator(cfg), b, fake)
-    torch.testing.assert_close(terms["loss/G/l1"], background_l1(fake.image, b.background, fake.mask, cfg.loss.erosion))
+    want = masked_background_l1(fake.image, b.background, fake.mask, cfg.loss.erosion)
+    torch.testing.assert_close(terms["loss/G/l1"], want)
 
 
 # --- R1 ------------------------------------------------------------------------------------------

@@ -29,12 +29,13 @@ import radiomics
 import SimpleITK as sitk
 from radiomics import featureextractor
 
+from radiogen.schema import HU_WINDOW
+
 # pyradiomics logs every extraction at INFO and some at WARNING to stderr; evaluation of thousands
 # of slices must not flood the log. ERROR still surfaces real failures.
 logging.getLogger("radiomics").setLevel(logging.ERROR)
 
 FEATURE_CLASSES = ("firstorder", "shape2D", "glcm")
-HU_WINDOW = (-1000.0, 500.0)
 BIN_WIDTH_HU = 25.0
 VOXEL_ARRAY_SHIFT_HU = 1000
 MIN_PIXELS = 5

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-SPLIT_TITLES = {"train": "training subjects", "heldout": "held-out subjects (val + test)"}
 WHO = {
     "data": "genes and real phenotype (no generator)",
     "model": "proposed (evaluated model)",

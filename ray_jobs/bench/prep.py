@@ -87,8 +87,8 @@ def _one_thread_processing(cases, params) -> list[float]:
             t = time.perf_counter()
             result = process_subject(case, params, threads=1)
             seconds.append(time.perf_counter() - t)
-            if result["status"] != "ok":
-                raise RuntimeError(f"bench cohort subject {case.subject_id} failed: {result['reason']}")
+            if result.status != "ok":
+                raise RuntimeError(f"bench cohort subject {case.subject_id} failed: {result.reason}")
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
     return seconds
