@@ -38,6 +38,7 @@ def build_manifest(opts: PrepOptions, root: Path, *, table: gt.GeneTable, genes_
     from radiogen import __version__
     from radiogen.genes import Z_CLIP
 
+    # Every file the dataset was made from, with its hash: a reader can tell whether the inputs changed since.
     inputs = {str(opts.genes): genes_sha}
     for o in outcomes.values():
         inputs.update(o.get("inputs", {}))
@@ -46,6 +47,7 @@ def build_manifest(opts: PrepOptions, root: Path, *, table: gt.GeneTable, genes_
         "schema_version": schema.SCHEMA_VERSION,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "radiogen_version": __version__,
+        # The pixel contract a reader needs to decode the slices without this code.
         "image": {"size": p.image_size, "pixel_spacing_mm": p.voi_mm / p.image_size, "voi_mm": p.voi_mm,
                   "hu_window": list(p.hu_window), "dtype": "float32", "mask_dtype": "uint8",
                   "byte_order": "little", "layout": "row-major (H, W) = (j, i) of the VOI grid"},

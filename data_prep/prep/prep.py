@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 
 def _check_out(out: Path) -> None:
+    # Replacing a folder is allowed only when it is an earlier dataset: never a user's other files.
     if out.exists() and not (out / schema.MANIFEST_NAME).is_file() and any(out.iterdir()):
         raise PrepError(f"--out {out} exists and is not a prepared dataset (no {schema.MANIFEST_NAME}); "
                         f"choose a new or empty folder so nothing of yours is overwritten")
@@ -42,6 +43,7 @@ def run_prep(opts: PrepOptions) -> dict:
     import pyarrow as pa
 
     start = time.perf_counter()
+    # Everything that can be refused is refused here, before any subject is read.
     if opts.use_ray not in USE_RAY:
         raise PrepError(f"use_ray must be one of {', '.join(USE_RAY)}, got {opts.use_ray!r}")
     out = opts.out.resolve()
@@ -55,12 +57,14 @@ def run_prep(opts: PrepOptions) -> dict:
                  else readers.read_cases_file(opts.cases))
     except (gt.GeneTableError, ValueError) as err:
         raise PrepError(str(err)) from None
-    genes_sha = schema.sha256_file(opts.genes)
+    genes_sha = schema.sha256_file(opts.genes)  # what was read, even if the file changes during the run
 
     # Everything unusable gets its outcome now; the rest is computed or read back from the cache.
     runnable, outcomes = match_subjects(cases, table, opts.genes.name)
     if not runnable:
         raise PrepError(f"no subject has both an image and genes{no_match_hint(cases, table)}", outcomes)
+    # Splits are drawn for every subject that could make it, so a subject's split never depends on whether
+    # another one failed this time.
     splits = assign_splits([c.subject_id for c in runnable], opts.split, opts.params.seed)
 
     cache = SubjectCache(opts.cache or out.parent / f".{out.name}.prep-cache")
@@ -82,7 +86,7 @@ def run_prep(opts: PrepOptions) -> dict:
             outcome = {"status": result.status, "reason": result.reason, **result.info,
                        "inputs": result.inputs, "key": result.key,
                        "seconds": {k: round(v, 3) for k, v in result.timings.items()}}
-            if result.deterministic and result.key is not None:
+            if result.deterministic and result.key is not None:  # bad input fails the same way next time
                 cache.store(result, outcome)
             elif result.table is not None:
                 in_memory[sid] = result.table
@@ -96,6 +100,7 @@ def run_prep(opts: PrepOptions) -> dict:
     if not ok:
         raise PrepError("no subject made it through prep (nothing was written; any previous dataset at --out "
                         "is unchanged)", outcomes)
+    # Who made it decides the splits' sizes and the genes: both are settled only now.
     failed = any(o["status"] == "failed" for o in outcomes.values())
     split_warnings, error = check_splits(ok, splits, opts.split, opts.params.seed, failed)
     if error:
@@ -108,6 +113,7 @@ def run_prep(opts: PrepOptions) -> dict:
     warnings = [*table.warnings, *split_warnings, *genes.warnings]
 
     def with_split() -> Iterator["pa.Table"]:
+        # One subject's slices in memory at a time, whatever the cohort's size.
         for sid in ok:
             t = in_memory[sid] if sid in in_memory else cache.table(sid)
             yield t.add_column(2, "split", pa.array([splits[sid]] * t.num_rows, pa.string()))
@@ -119,7 +125,7 @@ def run_prep(opts: PrepOptions) -> dict:
                                   ok=ok, splits=splits, processed=processed, from_cache=from_cache, files=files,
                                   genes_file=genes_file, warnings=warnings, executor=executor)
         schema.write_manifest(manifest, tmp)
-    cache.prune({c.subject_id for c in runnable})
+    cache.prune({c.subject_id for c in runnable})  # only after the publish: a failed run keeps its cache
     manifest["seconds"] = round(time.perf_counter() - start, 2)
     return manifest
 
@@ -135,6 +141,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> PrepOptions:
+    # Ranges argparse cannot express; checked before the run starts.
     if args.image_size < 8:
         raise PrepError(f"--image-size must be >= 8, got {args.image_size}")
     if args.voi_mm <= 0 or args.bg_vois < 0 or args.bg_slices < 1 or args.workers < 0:

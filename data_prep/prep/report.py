@@ -13,7 +13,7 @@ def outcome_lines(outcomes: dict[str, dict], per_reason: int = 3, per_warning: i
     groups: dict[tuple[str, str], list[str]] = {}
     kinds: dict[str, dict[str, list[str]]] = {}
     for sid, o in sorted(outcomes.items()):
-        if o["status"] != "ok":
+        if o["status"] != "ok":  # grouped by reason: 98 "no image" subjects are one line, not 98
             groups.setdefault((o["status"].upper(), o["reason"]), []).append(sid)
         for w in o.get("warnings", []):
             kind, _, detail = w.partition(": ")

@@ -24,6 +24,7 @@ def match_subjects(cases: list[SubjectInputs], genes: gt.GeneTable, genes_name: 
     gene_ids = set(genes.subjects)
     runnable: list[SubjectInputs] = []
     excluded: dict[str, dict] = {}
+    # Sorted ids: the manifest lists subjects in the same order whatever the order of the inputs.
     for sid in sorted(set(by_id) | gene_ids):
         entries = by_id.get(sid, [])
         reason = ""
@@ -31,6 +32,7 @@ def match_subjects(cases: list[SubjectInputs], genes: gt.GeneTable, genes_name: 
             check_subject_id(sid)
         except SubjectError as err:
             reason = str(err)
+        # Ambiguous ids are excluded rather than guessed: which image belongs to the genes is the user's call.
         if not reason and len(entries) > 1:
             reason = (f"subject id appears {len(entries)} times in the imaging inputs; ids must be unique - "
                       f"remove or rename the copies")
