@@ -22,7 +22,7 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
-from .strict_yaml import read_mapping
+from .strict_yaml import DuplicateKey, parse_yaml, read_mapping
 
 HEADS = ("I", "IS", "ISG")
 
@@ -442,7 +442,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set expects section.key=value (e.g. loss.lambda_l1=50), got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_yaml(raw) if raw.strip() else ""
+    except DuplicateKey as err:
+        raise ConfigError(f"--set {text!r}: {err}") from None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value

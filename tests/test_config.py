@@ -62,6 +62,15 @@ def test_bad_files_are_rejected_with_helpful_messages(tmp_path, text, message):
         load_config(write(tmp_path, text))
 
 
+def test_a_duplicate_key_in_an_experiment_file_is_refused_with_the_file_and_line(tmp_path):
+    path = write(tmp_path, "name: x\noptim:\n  lr_G: 1e-4\n  lr_D: 1e-4\n  lr_G: 2e-4\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "duplicate key 'lr_G' at line 5" in str(err.value)
+    with pytest.raises(ConfigError, match="duplicate key 'a' at line 1"):
+        load_config(REPO / "ablations" / "paper.yaml", ["name={a: 1, a: 2}"])
+
+
 def test_integers_and_yaml11_exponents_are_accepted_as_floats(tmp_path):
     cfg = load_config(write(tmp_path, "loss:\n  lambda_l1: 50\noptim:\n  lr_G: 2e-4\n"), ["optim.lr_D=3E-5"])
     assert cfg.loss.lambda_l1 == 50.0 and isinstance(cfg.loss.lambda_l1, float)
