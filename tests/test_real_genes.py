@@ -22,6 +22,45 @@ def _cells(matrix):
     return [v for row in matrix for v in row]
 
 
+def _rows(lines, first_cells):
+    """The markdown table rows of the report that start with these cells."""
+    head = "| " + " | ".join(map(str, first_cells)) + " |"
+    return [line for line in lines if line.startswith(head)]
+
+
+def _check_report_tables(script, res, lines):
+    """The report is tables of the numbers in real_genes.json, with no conclusions written in words."""
+    import real_genes_report  # beside the script, which put scripts/ on sys.path
+
+    for module in (script, real_genes_report):
+        assert not hasattr(module, "interpret") and not hasattr(module, "_held_within_site")
+    words = [line for line in lines if line and not line.startswith(("#", "|"))]
+    assert len(words) == 4, words  # one note per section: which nulls / how many permutations
+    for header in ("| quantity | value |", "| metagenes | within r | random groups mean |",
+                   "| metagenes | metagene | genes | within r | p random groups | top genes |",
+                   "| PC | explained variance |", "| KMeans k | silhouette | shuffled mean |",
+                   "| metagene | variable | n | rho | AUC | mean diff | p | q | q < 0.05 |",
+                   "| variable | n | metagenes_8 R² | metagenes_8 null mean | metagenes_8 p | pca_8 R² |"):
+        assert any(line.startswith(header) for line in lines), header
+    assert _rows(lines, ["genes kept", res["genes"]["kept"]])
+    for k, m in res["metagenes"].items():
+        assert _rows(lines, [k, f"{m['within_r']:.3f}", f"{m['null_random_groups_mean']:.3f}"]), k
+        assert len([line for line in lines if line.startswith(f"| {k} | metagene_")]) == int(k)
+    st = res["structure"]
+    assert _rows(lines, [1, f"{st['pca_explained_variance_ratio'][0]:.3f}"])
+    assert _rows(lines, [2, f"{st['silhouette']['2']:.3f}", f"{st['silhouette_null_mean']['2']:.3f}"])
+    for k, a in res["association"].items():  # every cell of the map is a row; the q < alpha column marks the hits
+        start = lines.index(f"### {k} metagenes") + 4  # heading, blank, header, separator
+        n_cells = len(a["rows"]) * len(a["cols"])
+        cells = lines[start:start + n_cells]
+        assert all(line.startswith("| metagene_") for line in cells) and lines[start + n_cells] == ""
+        assert sum(line.split(" | ")[8] == "yes" for line in cells) == len(a["hits"]) > 0
+        for h in a["hits"]:
+            assert _rows(cells, [h["metagene"], h["variable"], h["n"], f"{h['rho']:.2f}", f"{h['auc']:.2f}"]), h
+    for variable, r in res["probes"]["metagenes_8"].items():
+        assert _rows(lines, [variable, r["n"], f"{r['r2']:.3f}", f"{r['null_mean']:.3f}"]), variable
+
+
 def test_real_genes_on_real_table(real_data, tmp_path, capsys):
     root = real_data / "nsclc_radiogenomics"
     out = tmp_path / "real_genes"
@@ -36,13 +75,16 @@ def test_real_genes_on_real_table(real_data, tmp_path, capsys):
     ])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "# Gene-side analyses on the real GSE103584-derived table" in printed
-    assert "## What it shows" in printed
-
     res = json.loads((out / "real_genes.json").read_text())
     assert {"inputs", "params", "subjects", "genes", "variables", "metagenes", "structure", "association",
             "probes", "figures", "summary_md"} <= set(res)
-    assert (out / "summary.md").read_text().startswith("# Gene-side analyses")
+    summary = (out / "summary.md").read_text()
+    assert summary == res["summary_md"]
+    # Quiet: one line per stage and where the tables are, not the tables themselves.
+    lines = printed.strip().splitlines()
+    assert len(lines) <= 10 and lines[-1].startswith(f"wrote {out / 'summary.md'}"), printed
+    assert summary.startswith("# Gene-side analyses on the real GSE103584-derived table")
+    _check_report_tables(script, res, summary.splitlines())
 
     # The table: 1000 genes x 100 R01 subjects, 534 genes with an empty cell, every subject in GEO and TCIA.
     s, g = res["subjects"], res["genes"]
