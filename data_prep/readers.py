@@ -214,8 +214,8 @@ def check_nifti(path: Path, role: str) -> None:
             actual = path.stat().st_size
             complete = actual >= layout.total_bytes
         if not complete:
-            raise SubjectError(f"{role} {path.name} is truncated or corrupt: {actual} bytes where its NIfTI header needs "
-                               f"{layout.total_bytes} (uncompressed); re-export or re-copy the file")
+            raise SubjectError(f"{role} {path.name} is truncated or corrupt: {actual} bytes where its NIfTI header "
+                               f"needs {layout.total_bytes} (uncompressed); re-export or re-copy the file")
         if layout.float_dtype is not None:
             with opener(path, "rb") as f:
                 f.seek(layout.data_offset)

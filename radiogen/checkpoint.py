@@ -72,7 +72,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     return state, payload["extra"]
 
 
-def load_generator(path: str | Path, device: torch.device | str = "cpu", ema: bool = True) -> tuple[torch.nn.Module, ExperimentConfig]:
+def load_generator(path: str | Path, device: torch.device | str = "cpu",
+                   ema: bool = True) -> tuple[torch.nn.Module, ExperimentConfig]:
     """The (EMA) generator in eval mode and its config, for evaluation and figures."""
     payload = read_checkpoint(path)
     cfg = from_dict(ExperimentConfig, payload["config"])

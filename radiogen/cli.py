@@ -55,9 +55,11 @@ def cmd_cost(args: argparse.Namespace) -> int:
     if args.images_per_s is not None:
         precision = mfu_precision(cfg, "cuda")
         util = mfu(cost.flops_per_sample, args.images_per_s, args.gpu, precision)
-        achieved = f"{cost.flops_per_sample * args.images_per_s / 1e12:.2f} TFLOP/s achieved at {args.images_per_s:g} images/s"
-        print(f"MFU on {args.gpu}: {achieved}, " + (f"{100 * util:.1f}% of the dense {precision} peak" if util is not None
-                                                     else f"no {precision} peak known for this device"))
+        tflops = cost.flops_per_sample * args.images_per_s / 1e12
+        achieved = f"{tflops:.2f} TFLOP/s achieved at {args.images_per_s:g} images/s"
+        peak = (f"{100 * util:.1f}% of the dense {precision} peak" if util is not None
+                else f"no {precision} peak known for this device")
+        print(f"MFU on {args.gpu}: {achieved}, " + peak)
     return 0
 
 

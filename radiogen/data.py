@@ -35,7 +35,8 @@ def check_compatible(manifest: dict, data: DataConfig) -> None:
     size, n_genes = manifest["image"]["size"], len(manifest["gene_names"])
     if data.image_size != size:
         raise DatasetMismatch(f"the dataset has {size}x{size} slices but data.image_size={data.image_size}; "
-                              f"use --set data.image_size={size} or re-run `radiogen prep --image-size {data.image_size}`")
+                              f"use --set data.image_size={size} or re-run "
+                              f"`radiogen prep --image-size {data.image_size}`")
     if data.n_genes is not None and data.n_genes != n_genes:
         raise DatasetMismatch(f"the dataset has {n_genes} genes but data.n_genes={data.n_genes}; "
                               f"use --set data.n_genes={n_genes} (or data.n_genes=null to follow the dataset)")

@@ -365,7 +365,8 @@ def read_genes(root: str | Path) -> GeneMatrix:
     table = pq.read_table(path)
     names = list(manifest["gene_names"])
     validate_gene_table(table, n_genes=len(names))
-    values = decode_genes(table.column("genes"), len(names)) if table.num_rows else np.zeros((0, len(names)), GENE_DTYPE)
+    values = (decode_genes(table.column("genes"), len(names)) if table.num_rows
+              else np.zeros((0, len(names)), GENE_DTYPE))
     return GeneMatrix(table.column("subject_id").to_pylist(), table.column("split").to_pylist(),
                       np.array(values), names)
 

@@ -117,7 +117,8 @@ def learned(metrics: dict[str, float], estimators: list[dict] = ()) -> list[str]
     n_train = int(metrics.get(metric_name("train", "n_subjects"), 0))
     return [
         f"what was learned ({split} subjects: {n}):",
-        f"  realism, radiomic Frechet distance (lower is better): best trial {fmt(m('model', 'realism', 'frechet_radiomic'))}, "
+        f"  realism, radiomic Frechet distance (lower is better): best trial "
+        f"{fmt(m('model', 'realism', 'frechet_radiomic'))}, "
         f"MC-GAN baseline {fmt(m('baseline', 'realism', 'frechet_radiomic'))}, two sets of real nodules (the floor) "
         f"{fmt(m('real', 'realism', 'frechet_radiomic'))}",
         "  nodules follow the gene programs (Spearman rho; size / density / irregularity / texture, decoy): best trial "

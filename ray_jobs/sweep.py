@@ -132,8 +132,8 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
         print(f"error: {err}", file=sys.stderr)
         return 2
     n_trials = spec.trials if spec.mode == "search" else len(spec.grid.variants) * len(spec.grid.seeds)
-    print(f"sweep {name}: {spec.mode} over {Path(spec.experiment).name}, {n_trials} trial(s) of {spec.max_steps} steps, "
-          f"objective(s) {', '.join(f'{o.metric} ({o.mode})' for o in spec.objectives)}"
+    print(f"sweep {name}: {spec.mode} over {Path(spec.experiment).name}, {n_trials} trial(s) of {spec.max_steps} "
+          f"steps, objective(s) {', '.join(f'{o.metric} ({o.mode})' for o in spec.objectives)}"
           + (f", ASHA grace {spec.asha.grace_period} x{spec.asha.reduction_factor}" if spec.mode == "search"
              and spec.asha else ""))
     print(resources_line(plan, args.num_workers, args.gpu, cpus, gpus))

@@ -68,7 +68,8 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
     """Raise TrackingUnavailable unless the tracking store answers (http) or can be created (sqlite)."""
     if uri.startswith(("http://", "https://")):
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:  # noqa: S310 - user's URI
+            health_url = f"{uri.rstrip('/')}/health"
+            with urllib.request.urlopen(health_url, timeout=timeout) as resp:  # noqa: S310 - user's URI
                 if resp.status == 200:
                     return
                 problem = f"answered HTTP {resp.status}"
@@ -228,7 +229,8 @@ class Tracker:
         now = int(time.time() * 1000)
         values = [Metric(k, float(v), now, int(r["step"])) for r in records for k, v in r["metrics"].items()]
         for i in range(0, len(values), 1000):
-            with_retry(lambda chunk=values[i:i + 1000]: self.client.log_batch(self.run_id, metrics=chunk), "log metrics")
+            with_retry(lambda chunk=values[i:i + 1000]: self.client.log_batch(self.run_id, metrics=chunk),
+                       "log metrics")
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         with_retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), f"log artifact {path}")

@@ -68,7 +68,8 @@ def main() -> None:
 
         ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
         joined_ds = ray.data.read_parquet(files).select_columns(["subject_id", "image", "mask"]).materialize()
-        denorm_ds = ray.data.read_parquet(denorm_file).select_columns(["subject_id", "image", "mask", "genes"]).materialize()
+        denorm_ds = (ray.data.read_parquet(denorm_file)
+                     .select_columns(["subject_id", "image", "mask", "genes"]).materialize())
 
         def ray_joined() -> None:
             for b in joined_ds.iter_batches(batch_size=args.batch_size, batch_format="numpy"):

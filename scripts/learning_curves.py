@@ -98,7 +98,8 @@ def plot(results: dict[str, list[dict]], real_area: float, path: Path) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     panels = [("size program ρ (solid: train, dashed: held-out)", "response/size"),
               ("density program ρ", "response/density"), ("decoy program |ρ|", "response/decoy"),
-              ("D accuracy, head I (solid: real, dashed: fake)", None), ("LSGAN loss, head I (solid: D, dashed: G)", None),
+              ("D accuracy, head I (solid: real, dashed: fake)", None),
+              ("LSGAN loss, head I (solid: D, dashed: G)", None),
               ("synthetic mask area (fraction of slice)", "gen/mask_area")]
     for n, ((title, key), ax) in enumerate(zip(panels, axes.flat)):
         for c, (label, hist) in enumerate(results.items()):

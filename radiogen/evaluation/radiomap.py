@@ -49,7 +49,8 @@ def _complete_rows(x: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.
     if features.ndim == 1:
         features = features[:, None]
     if x.ndim != 2 or features.ndim != 2 or len(x) != len(features):
-        raise ValueError(f"x and features must be (N, A) and (N, F) with the same N, got {x.shape} and {features.shape}")
+        raise ValueError(f"x and features must be (N, A) and (N, F) with the same N, "
+                         f"got {x.shape} and {features.shape}")
     ok = np.isfinite(x).all(axis=1) & np.isfinite(features).all(axis=1)
     return x[ok], features[ok]
 

@@ -164,6 +164,7 @@ def realism(real_images: np.ndarray, real_masks: np.ndarray, fake_images: np.nda
         out["kid_radiomic"], out["kid_radiomic_std"] = kid(real_z, fake_z, seed=seed)
     fake_masks = np.asarray(fake_masks)
     real_area = _mean_area(real_masks)
-    out["empty_mask_fraction"] = float((~(fake_masks >= 0.5).any(axis=(1, 2))).mean()) if len(fake_masks) else float("nan")
+    out["empty_mask_fraction"] = (float((~(fake_masks >= 0.5).any(axis=(1, 2))).mean()) if len(fake_masks)
+                                  else float("nan"))
     out["mask_area_ratio"] = _mean_area(fake_masks) / real_area if real_area > 0 else float("nan")
     return out

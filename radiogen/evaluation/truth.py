@@ -81,7 +81,8 @@ def program_response(measures: np.ndarray, programs: np.ndarray, program_names: 
     return out
 
 
-def program_probe(x: np.ndarray, programs: np.ndarray, program_names: Sequence[str], **probe_kwargs) -> dict[str, float]:
+def program_probe(x: np.ndarray, programs: np.ndarray, program_names: Sequence[str],
+                  **probe_kwargs) -> dict[str, float]:
     """Linear-probe R^2 and permutation p of each program from x (codes.linear_probe):
     {"probe_r2/<program>": R^2, "probe_p/<program>": p}."""
     programs = np.asarray(programs, dtype=np.float64).reshape(len(programs), -1)

@@ -58,7 +58,8 @@ class MultiConditionalGenerator(nn.Module):
         self.fused_levels = list(range(cfg.depth, cfg.depth - cfg.n_fusion_levels, -1))
         self.fusion = nn.ModuleDict({
             f"{image_size // 2**k}px": FUSION_BLOCKS[cfg.fusion](chans[k], style_dim, cfg.adain_mode,
-                                                                 cfg.weight_activation, adain_position=cfg.adain_position)
+                                                                 cfg.weight_activation,
+                                                                 adain_position=cfg.adain_position)
             for k in self.fused_levels})
         self.up = nn.ModuleList(UpBlock(chans[k], chans[k - 1]) for k in range(cfg.depth, 0, -1))
         self.head = ImageMaskHead(chans[0], cfg.mask_activation)
@@ -71,7 +72,8 @@ class MultiConditionalGenerator(nn.Module):
         """(hidden, n_genes) weight of phi's first layer: one column per gene (loss.phi_group_lasso)."""
         return self.mapping.net[0].weight
 
-    def forward(self, background: torch.Tensor, genes: torch.Tensor, noise: torch.Tensor | None = None) -> GeneratorOutput:
+    def forward(self, background: torch.Tensor, genes: torch.Tensor,
+                noise: torch.Tensor | None = None) -> GeneratorOutput:
         feats = self.encoder(background)  # [(B, C_k, S/2**k, S/2**k) for k = 0..depth]
         code = self.mapping(genes)  # (B, code_dim)
         style = make_style(code, self.cfg.noise_dim, noise)  # (B, code_dim + noise_dim)

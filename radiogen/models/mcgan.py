@@ -67,7 +67,8 @@ class MCGANGenerator(nn.Module):
         """(4 code_dim, n_genes) weight of the conditioning augmentation's layer: one column per gene."""
         return self.ca.fc.weight
 
-    def forward(self, background: torch.Tensor, genes: torch.Tensor, noise: torch.Tensor | None = None) -> GeneratorOutput:
+    def forward(self, background: torch.Tensor, genes: torch.Tensor,
+                noise: torch.Tensor | None = None) -> GeneratorOutput:
         feats = self.encoder(background)
         mu, logvar = self.ca(genes)
         c = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)

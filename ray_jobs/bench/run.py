@@ -31,7 +31,8 @@ STAGES = ("prep", "ingest", "train", "sweep", "gpu")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="runs/bench", help="output folder: bench.json, bench.md, logs/ (default runs/bench)")
+    p.add_argument("--out", default="runs/bench",
+                   help="output folder: bench.json, bench.md, logs/ (default runs/bench)")
     p.add_argument("--stages", default=",".join(STAGES),
                    help=f"comma-separated stages to run (default all: {','.join(STAGES)})")
     p.add_argument("--data", default=None,

@@ -86,9 +86,9 @@ def run(ctx: Context) -> list[Measure]:
     manifest = json.loads((data / "manifest.json").read_text())
     cfg = load_config(CONFIG, [f"data.n_genes={len(manifest['gene_names'])}"])
     cost = measure(cfg)
-    setup = (f"tiny config, batch {cfg.train.batch_size}, {steps} steps, {manifest['counts']['slices']['nodule']['train']} "
-             f"training nodule slices; one torch thread in both (the Ray worker's 1-CPU reservation; Ray Data keeps "
-             f"the other CPU)")
+    setup = (f"tiny config, batch {cfg.train.batch_size}, {steps} steps, "
+             f"{manifest['counts']['slices']['nodule']['train']} training nodule slices; one torch thread in both "
+             f"(the Ray worker's 1-CPU reservation; Ray Data keeps the other CPU)")
     return [
         ratio_measure(STAGE, "Ray Train 1 worker, in-memory data (default) vs --local", mem_ips, "img/s", local_ips,
                       "--local", target=0.97, note=setup),
@@ -102,6 +102,6 @@ def run(ctx: Context) -> list[Measure]:
         Measure(STAGE, "data wait, Ray Data streaming", 100 * str_wait, "% of step time", None, "", "", None,
                 "the cost the in-memory path removes"),
         Measure(STAGE, "FLOPs per training step", cost.flops_per_step / 1e9, "GFLOP", None, "", "", None,
-                f"tiny config at batch {cost.batch_size}; achieved {cost.flops_per_step * local_ips / cfg.train.batch_size / 1e9:.1f} "
-                f"GFLOP/s in --local"),
+                f"tiny config at batch {cost.batch_size}; achieved "
+                f"{cost.flops_per_step * local_ips / cfg.train.batch_size / 1e9:.1f} GFLOP/s in --local"),
     ]
