@@ -204,6 +204,16 @@ def test_bad_flags_are_refused(bad_cohort: Path, tmp_path: Path, capsys) -> None
         with pytest.raises(SystemExit):
             main([*base, flag, value])
         assert message in capsys.readouterr().err
+    # Refused before any subject is read: a size no model can take, and a file where the dataset folder goes.
+    for size in ("31", "4", "100"):
+        assert main([*base, "--image-size", size]) == 1
+        err = capsys.readouterr().err
+        assert f"--image-size must be a multiple of 8" in err and f"got {size}" in err and "Traceback" not in err
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    assert main([*base[:-1], str(a_file)]) == 1
+    err = capsys.readouterr().err
+    assert f"--out {a_file} is a file" in err and "Traceback" not in err and a_file.read_text() == "mine"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,8 +30,14 @@ from .subjects import match_subjects, no_match_hint
 if TYPE_CHECKING:
     import pyarrow as pa
 
+IMAGE_MULTIPLE = 8
+"""Slice sides prep accepts: multiples of 2**3, the shallowest encoder of a shipped config (radiogen.config checks
+the size against a config's own depth when a run starts)."""
+
 
 def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise PrepError(f"--out {out} is a file, not a folder; give a new or empty folder for the dataset")
     # Replacing a folder is allowed only when it is an earlier dataset: never a user's other files.
     if out.exists() and not (out / schema.MANIFEST_NAME).is_file() and any(out.iterdir()):
         raise PrepError(f"--out {out} exists and is not a prepared dataset (no {schema.MANIFEST_NAME}); "
@@ -142,8 +148,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def options_from_args(args: argparse.Namespace) -> PrepOptions:
     # Ranges argparse cannot express; checked before the run starts.
-    if args.image_size < 8:
-        raise PrepError(f"--image-size must be >= 8, got {args.image_size}")
+    if args.image_size < IMAGE_MULTIPLE or args.image_size % IMAGE_MULTIPLE:
+        raise PrepError(f"--image-size must be a multiple of {IMAGE_MULTIPLE} (the encoders halve a slice 3 times in "
+                        f"the tiny config, 4 in the paper's: 16), e.g. 32 (tiny), 64 or 128 (the paper's); "
+                        f"got {args.image_size}")
     if args.voi_mm <= 0 or args.bg_vois < 0 or args.bg_slices < 1 or args.workers < 0:
         raise PrepError("--voi-mm must be > 0, --bg-vois >= 0, --bg-slices >= 1 and --workers >= 0")
     params = PrepParams(image_size=args.image_size, voi_mm=args.voi_mm, bg_vois=args.bg_vois,
