@@ -79,7 +79,8 @@ def add_prep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                    help="drop (default, paper: drop genes with any NA) or max-fraction=F (keep genes with at most "
                         "a fraction F of NA, impute the rest with the train median; every cell is listed)")
     p.add_argument("--out", type=Path, required=True, help="dataset folder (replaced atomically)")
-    p.add_argument("--image-size", type=int, default=128, help="slice side in pixels, a multiple of 8 (default 128, the paper's; 32 for the tiny config)")
+    p.add_argument("--image-size", type=int, default=128,
+                   help="slice side in pixels, a multiple of 8 (default 128, the paper's; 32 for the tiny config)")
     p.add_argument("--voi-mm", type=float, default=60.0, help="VOI side in mm (default 60)")
     p.add_argument("--bg-vois", type=int, default=2, help="background VOIs per subject (default 2; 0 = none)")
     p.add_argument("--bg-slices", type=int, default=20, help="random planes per background VOI (default 20)")
