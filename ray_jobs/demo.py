@@ -27,14 +27,16 @@ import yaml
 
 from radiogen.strict_yaml import parse_yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]  # the shipped sweep files are found wherever the demo runs from
 SWEEP_FILE = REPO / "ablations" / "sweep_demo.yaml"
 BASELINE = REPO / "ablations" / "mcgan_tiny.yaml"
 EXPERIMENT = "radiogen-demo"
+# Fixed names are what let a second run find the sweep (to reuse or resume) and the baseline (to reuse or resume).
 SWEEP_NAME, BASELINE_NAME = "demo", "demo-mcgan"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `radiogen demo`; the `radiogen` parser imports this module for them, so its imports stay light."""
     p.add_argument("--out", default="runs/demo",
                    help="folder of everything the demo makes: cohort, data, runs, sweeps, eval, logs, the sqlite "
                         "tracking store (default runs/demo)")
@@ -60,6 +62,7 @@ def stage(name: str, logs: Path, work) -> object:
     """Run `work()` with its output in logs/<name>.log; print one line with the time it took (or the failure)."""
     log = logs / f"{name}.log"
     start = time.perf_counter()
+    # Appended, not overwritten: a rerun that reuses or resumes a stage keeps the earlier run's output above it.
     with open(log, "a") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         print(f"== {name} {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
         result, summary = work()
@@ -68,6 +71,7 @@ def stage(name: str, logs: Path, work) -> object:
 
 
 def check(code: int, what: str, log: Path) -> None:
+    """Raise StageFailed unless the command exited 0 (its errors went to its stage's log, not the terminal)."""
     if code != 0:
         raise StageFailed(f"{what} exited {code}; its output is in {log}")
 
@@ -77,10 +81,12 @@ def sweep_file(out: Path, trials: int | None, steps: int | None) -> Path:
     if trials is None and steps is None:
         return SWEEP_FILE
     spec = parse_yaml(SWEEP_FILE.read_text())
+    # The copy lives in OUT: its experiment path, relative to ablations/ in the original, must be made absolute.
     spec["experiment"] = str((SWEEP_FILE.parent / spec["experiment"]).resolve())
     if trials is not None:
         spec["trials"] = trials
     if steps is not None:
+        # Reports, and ASHA's first rung, every third of the budget: a shortened trial can still be stopped twice.
         every = max(1, steps // 3)
         spec |= {"max_steps": steps, "report_every": every}
         spec["asha"] = {**spec["asha"], "grace_period": every}
@@ -99,6 +105,7 @@ def finished_run(uri: str, name: str):
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is None:
         return None
+    # Only a FINISHED one: an interrupted baseline is trained again under its name, which resumes it.
     runs = client.search_runs([exp.experiment_id], f"tags.`{RUN_NAME_TAG}` = '{name}' and attributes.status = "
                                                    f"'FINISHED'", max_results=1)
     return runs[0] if runs else None
@@ -111,7 +118,9 @@ def learned(metrics: dict[str, float], estimators: list[dict] = ()) -> list[str]
 
     from radiogen.evaluation.report import PROGRAMS, estimator_lines, fmt, metric_name
 
+    # The held-out subjects when there are any: the model never trained on them.
     split = "heldout" if metrics.get(metric_name("heldout", "n_subjects"), 0) > 0 else "train"
+    # NaN for a metric the evaluation could not compute (e.g. no baseline): fmt prints it as n/a.
     m = lambda who, *parts: metrics.get(metric_name(split, who, *parts), float("nan"))  # noqa: E731
     n = int(metrics.get(metric_name(split, "n_subjects"), 0))
     n_train = int(metrics.get(metric_name("train", "n_subjects"), 0))
@@ -133,6 +142,8 @@ def learned(metrics: dict[str, float], estimators: list[dict] = ()) -> list[str]
 
 
 def run(args: argparse.Namespace) -> int:
+    """`radiogen demo`: each stage runs its `radiogen` command in this process, skipped where its result exists."""
+    # In-process, not subprocesses: the Ray session the sweep starts serves the baseline's training too.
     from .cli import main as radiogen
     from .quiet import quiet_logs, release_ray
     from .tracking import default_tracking_uri, ui_hint
@@ -142,12 +153,15 @@ def run(args: argparse.Namespace) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     uri = default_tracking_uri(out, args.tracking_uri)
     cohort, data = out / "cohort", out / "data"
+    # Every run in one experiment and one folder: the demo's MLflow view holds exactly its own runs.
     tracking = ["--tracking-uri", uri, "--experiment", EXPERIMENT, "--runs-dir", str(out)]
     start = time.perf_counter()
     print(f"demo: cohort -> prep -> sweep -> baseline -> eval in {out}; each stage's output in {logs}", flush=True)
     try:
+        # Ray's and MLflow's records between stages go to demo.log; each command nests its own log file inside.
         with quiet_logs(logs / "demo.log"):
             def make_cohort():
+                # cohort and prep publish their folders whole: a file in one means that stage finished.
                 if (cohort / "truth.json").is_file():
                     return None, f"reused {cohort}"
                 check(radiogen(["cohort", "--out", str(cohort), "--subjects", str(args.subjects), "--seed", "0",
@@ -158,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
                 if (data / "manifest.json").is_file():
                     return None, f"reused {data}"
                 check(radiogen(["prep", "--cases", str(cohort / "cases.csv"), "--genes", str(cohort / "genes.tsv"),
+                                # 32 px: the size ablations/tiny.yaml, and so the sweep and baseline, train at.
                                 "--out", str(data), "--image-size", "32", "--bg-slices", "10"]),
                       "radiogen prep", logs / "prep.log")
                 counts = json.loads((data / "manifest.json").read_text())["counts"]["slices"]
@@ -166,7 +181,9 @@ def run(args: argparse.Namespace) -> int:
 
             def sweep():
                 report = out / "sweeps" / SWEEP_NAME / "report"
-                if not (report / "summary.json").is_file():
+                if not (report / "summary.json").is_file():  # the last report file: a finished sweep has it
+                    # A sweep folder without a report: its driver died; resume it as it started (--trials and
+                    # --steps only shape a sweep started afresh).
                     exists = (out / "sweeps" / SWEEP_NAME).is_dir()
                     flags = ["--resume", SWEEP_NAME] if exists else \
                         ["--config", str(sweep_file(out, args.trials, args.steps)), "--data", str(data),
@@ -189,11 +206,12 @@ def run(args: argparse.Namespace) -> int:
                 run = finished_run(uri, BASELINE_NAME)
                 if run is not None:
                     return run.info.run_id, f"reused MLflow run {run.info.run_id}"
-                steps = summary["max_steps"]
+                steps = summary["max_steps"]  # the sweep's own budget, so the comparison is at equal steps
+                # One validation and one checkpoint, at the end: only the final weights are evaluated.
                 check(radiogen(["train", "--config", str(BASELINE), "--data", str(data), "--name", BASELINE_NAME,
                                 "--max-steps", str(steps), "--set", "data.n_genes=null", "--val-every", str(steps),
                                 "--checkpoint-every", str(steps), *tracking]), "radiogen train", logs / "baseline.log")
-                run = finished_run(uri, BASELINE_NAME)
+                run = finished_run(uri, BASELINE_NAME)  # its id went to the stage's log; eval needs it
                 return run.info.run_id, f"MC-GAN trained {steps} steps with Ray Train (MLflow run {run.info.run_id})"
 
             baseline_id = stage("baseline", logs, baseline)
@@ -202,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
             def evaluate():
                 done = report_dir / "metrics.json"
                 if done.is_file():
+                    # Reused only for the same best trial and baseline: a resumed sweep may have another best.
                     context = json.loads(done.read_text())["context"]
                     if best["run_id"] in context["model"] and baseline_id in context["baseline"]:
                         return json.loads(done.read_text())["metrics"], f"reused {report_dir / 'report.md'}"

@@ -21,11 +21,12 @@ import sys
 from pathlib import Path
 
 WEIGHTS_ARTIFACT = "generator_ema_weights.pt"  # logged beside the model by ray_jobs.tracking.Tracker.log_generator
-EVAL_EXPERIMENT = "radiogen-eval"
+EVAL_EXPERIMENT = "radiogen-eval"  # for a bare checkpoint, which has no training run to nest its eval run under
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of `radiogen eval` (argparse only)."""
+    # Exactly one model; --baseline below takes either form (a path that exists is a checkpoint, else a run id).
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", metavar="RUN_ID", help="MLflow run id of a training run (the model to evaluate)")
     src.add_argument("--checkpoint", metavar="PATH",
@@ -75,6 +76,7 @@ class EvalError(RuntimeError):
 def _latest_state(folder: Path) -> Path | None:
     """The newest state.pt below a run folder (local: checkpoints/step_*, Ray: step_* directly)."""
     found = sorted(folder.glob("checkpoints/step_*/state.pt")) + sorted(folder.glob("step_*/state.pt"))
+    # step_%08d folder names: the greatest name is the latest step.
     return max(found, key=lambda p: p.parent.name) if found else None
 
 
@@ -94,6 +96,7 @@ def checkpoint_file(path: str | Path) -> Path:
 def checkpoint_name(path: Path) -> str:
     """A readable name for a checkpoint: <run folder>-<step folder> where the layout shows them."""
     step = path.parent.name if path.name == "state.pt" else path.stem
+    # --local: RUNS/<name>/checkpoints/step_*/state.pt; Ray Train: RUNS/ray/<name>/step_*/state.pt.
     run = path.parent.parent
     run = run.parent if run.name == "checkpoints" else run
     return f"{run.name}-{step}" if step.startswith("step_") and run.name else step
@@ -110,9 +113,10 @@ def load_model(path: Path, label: str, manifest: dict, source: str, device):
     from radiogen.evaluation.pipeline import Model
 
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)  # a foreign file cannot run code here
     except Exception as err:  # noqa: BLE001 - torch raises pickle, zip and runtime errors for a foreign file
         raise EvalError(f"{source}: {path} is not a radiogen checkpoint or weights file ({str(err)[:200]})") from None
+    # A weights-only file carries its gene names and statistics; a checkpoint carries neither (see below).
     if isinstance(payload, dict) and "state_dict" in payload and "gene_names" in payload:
         from .generator_model import load_weights
 
@@ -124,6 +128,7 @@ def load_model(path: Path, label: str, manifest: dict, source: str, device):
         return Model(label, module.generator.to(device).eval(), cfg, module.stats, source)
     read_checkpoint(path)  # format check with a readable error
     G, cfg = load_generator(path, device)
+    # The gene count is all a checkpoint can be checked by; it is read with the dataset's statistics.
     n_genes = len(manifest["gene_names"])
     if cfg.data.n_genes != n_genes:
         raise EvalError(f"{source}: the model takes {cfg.data.n_genes} genes but the dataset has {n_genes}; "
@@ -142,12 +147,12 @@ def resolve_run(client, run_id: str, runs_dir: Path, scratch: Path) -> tuple[Pat
         raise EvalError(f"MLflow run {run_id} not found at this tracking URI ({str(err)[:200]})") from None
     names = {a.path for a in with_retry(lambda: client.list_artifacts(run_id), "list artifacts")}
     if WEIGHTS_ARTIFACT in names:
-        target = scratch / run_id
+        target = scratch / run_id  # the model's and the baseline's weights files have the same name
         target.mkdir(parents=True, exist_ok=True)
         local = with_retry(lambda: client.download_artifacts(run_id, WEIGHTS_ARTIFACT, str(target)),
                            "download weights")
         return Path(local), run
-    name = run.data.tags.get(RUN_NAME_TAG) or run.info.run_name
+    name = run.data.tags.get(RUN_NAME_TAG) or run.info.run_name  # the tag is the run's folder name under runs_dir
     for folder in (runs_dir / name, runs_dir / "ray" / name):
         if (latest := _latest_state(folder)) is not None:
             return latest, run
@@ -169,6 +174,7 @@ def _write_atomically(out: Path, fill):
 
 
 def _json_ready(value):
+    """NaN and infinities as null, recursively: json.dumps would write NaN, which strict JSON readers refuse."""
     import math
 
     if isinstance(value, float) and not math.isfinite(value):
@@ -181,6 +187,7 @@ def _json_ready(value):
 
 
 def run(args: argparse.Namespace) -> int:
+    """`radiogen eval`: every input checked (exit 2) before an eval run exists; then evaluate, publish, log."""
     import json
     import math
     import tempfile
@@ -204,11 +211,14 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     use_mlflow = not args.no_mlflow
-    client = parent = uri = None
+    client = parent = uri = None  # stay None with --no-mlflow
+    # Flags, estimators, dataset, truth, tracking store and models are checked before the (long) evaluation.
     try:
+        # A --baseline that is no existing path is a run id, which only MLflow can resolve.
         if args.no_mlflow and (args.run or (args.baseline and not Path(args.baseline).exists())):
             raise EvalError("--no-mlflow cannot look up an MLflow run; pass checkpoints (--checkpoint, "
                             "--baseline PATH)")
+        # At least 2 clusters: the silhouette of a single cluster is undefined.
         for flag, value, least in (("--backgrounds", args.backgrounds, 1), ("--n-perm", args.n_perm, 1),
                                    ("--probe-perm", args.probe_perm, 1), ("--clusters", args.clusters, 2),
                                    ("--metagenes", args.metagenes, 1), ("--map-backgrounds", args.map_backgrounds, 1)):
@@ -220,15 +230,16 @@ def run(args: argparse.Namespace) -> int:
             raise EvalError(f"--estimators: unknown {unknown}; choose from {', '.join(ESTIMATORS)}")
         data_dir = Path(args.data).resolve()
         manifest = schema.read_manifest(data_dir)
-        truth = load_truth(args.truth, args.truth_programs) if args.truth else None
+        truth = load_truth(args.truth, args.truth_programs) if args.truth else None  # checked against the data below
         if use_mlflow:
             from mlflow import MlflowClient
 
             uri = default_tracking_uri(runs_dir, args.tracking_uri)
-            check_tracking(uri)
+            check_tracking(uri)  # an unreachable server exits 2 before any download
             client = MlflowClient(uri)
 
         def resolve(spec: str, is_run: bool, scratch: Path) -> tuple[Path, str, object]:
+            """(file, description for the report, MLflow run or None) of a run id or a checkpoint path."""
             if is_run:
                 path, mlrun = resolve_run(client, spec, runs_dir, scratch)
                 return path, f"MLflow run {spec} ({mlrun.info.run_name})", mlrun
@@ -242,28 +253,33 @@ def run(args: argparse.Namespace) -> int:
             if args.baseline:
                 b_path, b_source, _ = resolve(args.baseline, not Path(args.baseline).exists(), Path(scratch))
                 baseline = load_model(b_path, "baseline", manifest, b_source, device)
-        name = parent.info.run_name if parent is not None else checkpoint_name(path)
+        name = parent.info.run_name if parent is not None else checkpoint_name(path)  # names the report folder
         out = Path(args.out).resolve() if args.out else runs_dir / "eval" / name
         print(f"model: {source} ({model.cfg.generator.arch}); baseline: "
               f"{baseline.source if baseline else 'none'}; device {device}")
+        # After the models: one that does not fit the dataset's genes fails before every slice is read.
         data = load_data(data_dir, args.backgrounds, args.seed)
         overlap = truth.check(data.gene_names, data.subjects, args.truth_partial) if truth is not None else None
         if overlap:
             print(f"truth: {overlap}")
+    # ValueError: a checkpoint, weights or truth file of another format or version; OSError: a missing/unreadable one.
     except (EvalError, schema.SchemaError, TrackingUnavailable, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
     eval_run = None
-    if use_mlflow:
+    if use_mlflow:  # opened only now: an input error above leaves no eval run behind
         eval_run = _open_eval_run(client, parent, name, data.fingerprint, runs_dir, uri, args, code_version())
         print(f"MLflow: eval run {eval_run} " + (f"(child of {parent.info.run_id})" if parent else
                                                 f"in experiment {EVAL_EXPERIMENT}") + f" at {uri}")
+        # A warning, not an error: evaluating a model on another cohort is a legitimate question.
         if parent is not None and parent.data.tags.get("radiogen.dataset_fingerprint") not in (None, data.fingerprint):
             print(f"warning: the run was trained on dataset {parent.data.tags['radiogen.dataset_fingerprint']} but "
                   f"this is dataset {data.fingerprint}; 'train' and 'heldout' below are this dataset's splits")
     status = "FAILED"
+    # No except: an error in the evaluation itself is a bug and keeps its traceback; the run still ends FAILED.
     try:
+        # The report's header, also in metrics.json: `radiogen demo` reuses a report only when model and baseline match.
         context = {"model": source, "baseline": baseline.source if baseline else "none",
                    "dataset": f"{data_dir} (fingerprint {data.fingerprint})",
                    "subjects": f"{len(data.subjects)} with genes and nodule slices",
@@ -276,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
                    "code version": code_version()}
 
         def fill(folder: Path):
+            """Evaluate and write report, metrics and figures into the build folder that replaces `out`."""
             ev = evaluate(data, model, baseline, figures_dir=folder / "figures", truth=truth, n_perm=args.n_perm,
                           probe_perm=args.probe_perm, n_clusters=args.clusters, n_metagenes=args.metagenes,
                           seed=args.seed, device=device, estimators=estimators,
@@ -328,6 +345,7 @@ def _open_eval_run(client, parent, name: str, fingerprint: str, runs_dir: Path, 
     else:
         sqlite = uri.startswith("sqlite:")  # artifacts beside the store, as training does
         exp_id = experiment_id(uri, EVAL_EXPERIMENT, runs_dir / "mlartifacts" if sqlite else None)
+    # A new run per evaluation: evaluating one model with other settings keeps both.
     # No radiogen.run_name tag: training resumes the run carrying its name, and this is not that run.
     tags = {"radiogen.dataset_fingerprint": fingerprint, "radiogen.code_version": version, "radiogen.kind": "eval"}
     if parent is not None:

@@ -57,19 +57,24 @@ from .tracking import (RUN_NAME, RunFinished, TrackingUnavailable, Tracker, chec
 
 
 def sweep_dir(runs_dir: Path, name: str) -> Path:
+    """The sweep's own folder: sweep.json, optuna.db, Tune's state (tune/), Train-path checkpoints, report/."""
     return runs_dir / "sweeps" / name
 
 
 def run(args: argparse.Namespace) -> int:
+    """`radiogen sweep`: check the sweep file (or the state of the sweep to resume), the dataset and the tracking
+    store (exit 2, before the sweep's folder exists), then run the sweep with its logs in that folder."""
     runs_dir = Path(args.runs_dir).resolve()
     try:
         if args.resume:
+            # A resumed sweep keeps the file, --set values and dataset it started with (sweep.json), whatever is given.
             name, state = args.resume, read_state(sweep_dir(runs_dir, args.resume))
             spec, overrides = SweepSpec.from_dict(state["spec"]), tuple(state["overrides"])
             data, experiment = Path(state["data"]), state["experiment"]
+            # Only the tracking URI may change on resume: the server may have moved since the sweep started.
             uri = default_tracking_uri(runs_dir, args.tracking_uri) if args.tracking_uri else state["uri"]
         else:
-            if not args.config or not args.data:
+            if not args.config or not args.data:  # not required by argparse: --resume takes them from sweep.json
                 raise ConfigError("--config and --data are required (unless --resume NAME continues a sweep)")
             spec = load_sweep(args.config, args.overrides, args.mode, args.trials, args.max_steps, args.variants,
                               args.seeds)
@@ -77,21 +82,25 @@ def run(args: argparse.Namespace) -> int:
             name = args.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
             if not RUN_NAME.fullmatch(name):
                 raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
+            # Same name, same Tune folder, Optuna study (loaded if it exists) and MLflow parent: the trials would mix.
             if (sweep_dir(runs_dir, name) / "sweep.json").exists():
                 raise ConfigError(f"sweep {name!r} exists in {sweep_dir(runs_dir, name)}; continue it with --resume "
                                   f"{name} or choose a new --name")
             uri = default_tracking_uri(runs_dir, args.tracking_uri)
         manifest = schema.read_manifest(data)
+        # The base config without trial values, checked against the dataset once for every trial.
         base = resolve_config(trial_config(spec, {}, overrides), manifest)
+        # Trials build their configs from this plain data: data.n_genes: null is filled from the dataset here, once.
         base_dict = set_values(base_data(spec, overrides), {"data.n_genes": base.data.n_genes})
         check_tracking(uri)
-        schema.verify_dataset(data)
+        schema.verify_dataset(data)  # re-hashes every file: a damaged copy exits 2 before any trial trains on it
     except (SearchSpaceError, ConfigError, schema.SchemaError, DatasetMismatch, TrackingUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
     folder = sweep_dir(runs_dir, name)
     folder.mkdir(parents=True, exist_ok=True)
+    # Tune's, Optuna's and MLflow's log records go to the sweep's folder; the terminal gets one line per event.
     with quiet_logs(folder / "driver.log"):
         return sweep(args, name, spec, overrides, data, experiment, uri, manifest, base, base_dict, folder, runs_dir)
 
@@ -109,13 +118,15 @@ def choose_trial_mode(requested: str, num_workers: int, data_mode: str) -> bool:
 def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple[str, ...], data: Path,
           experiment: str, uri: str, manifest: dict, base, base_dict: dict, folder: Path, runs_dir: Path) -> int:
     """The sweep once its inputs are checked: resources, parent run, trials, report."""
-    quiet_mlflow()
+    # Resources, inputs and objectives are checked before the parent run opens: a refusal leaves no MLflow run.
+    quiet_mlflow()  # before MLflow or Optuna is first used here: their console handlers are replaced now
     try:
-        connect_ray(args.address, log_to_driver=False)
+        connect_ray(args.address, log_to_driver=False)  # the trials' output stays in Ray's log files
         cpus, gpus = cluster_size()
         if args.resume:  # Tune restores its concurrency limit: the trials keep the plan made for it
             state = read_state(folder)
             plan = TrialPlan(**state["plan"])
+            # The rest of the driver (params, resources line, trial context) reads args: give it the saved values.
             args.num_workers, args.gpu, args.data_mode = state["num_workers"], state["gpu"], state["data_mode"]
             data_mode = state["data_mode"]
         else:
@@ -123,14 +134,17 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
             direct = choose_trial_mode(args.trial_mode, args.num_workers, data_mode)
             plan = plan_trials(cpus, gpus, args.num_workers, args.cpus_per_worker, args.gpu, args.max_concurrent,
                                direct, base.data.image_size)
+        # A resumed trial must score its objectives against the same truth as the trials before it.
         truth = TruthFiles(**state["truth"]) if args.resume else TruthFiles(args.truth, args.truth_programs,
                                                                             args.truth_partial)
+        # Direct trials decode the training split the driver reads once; Train-path trials get Ray Datasets below.
         inputs = read_inputs(data, manifest, base.data.image_size, args.val_size, train_split=plan.direct,
                              truth=truth)
-        check_objectives(spec, inputs.validation)
+        check_objectives(spec, inputs.validation)  # needs the validation split read: the last check before a run
     except (ResourceMismatch, TooFewSubjects, ConfigError, TruthError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    # spec.trials counts search trials only; a grid runs every variant with every seed.
     n_trials = spec.trials if spec.mode == "search" else len(spec.grid.variants) * len(spec.grid.seeds)
     print(f"sweep {name}: {spec.mode} over {Path(spec.experiment).name}, {n_trials} trial(s) of {spec.max_steps} "
           f"steps, objective(s) {', '.join(f'{o.metric} ({o.mode})' for o in spec.objectives)}"
@@ -139,10 +153,12 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
     print(resources_line(plan, args.num_workers, args.gpu, cpus, gpus))
     print(f"logs: Tune and Optuna in {folder / 'driver.log'}, trials in {ray_log_dir()}")
 
+    # A sqlite store would put artifacts in ./mlruns of the working directory: keep them beside the store instead.
     artifact_root = runs_dir / "mlartifacts" if uri.startswith("sqlite:") else None
-    identity = RunIdentity.of(data)
+    identity = RunIdentity.of(data)  # fingerprint and code version computed once, shared by every trial's tags
     try:
-        exp_id = experiment_id(uri, experiment, artifact_root)
+        exp_id = experiment_id(uri, experiment, artifact_root)  # once: trials find their runs by name in it
+        # Found by name: a resumed sweep re-attaches its parent run (shown RUNNING again), never a second one.
         parent = open_run(uri, experiment, name, parent_params(spec, overrides, data, args, plan),
                           {SWEEP_TAG: name, "radiogen.sweep_role": "parent", "radiogen.ablation": base.name,
                            "radiogen.code_version": identity.code_version,
@@ -150,12 +166,14 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
     except RunFinished:
         print(f"error: sweep {name!r} finished already; its report is in {folder / 'report'}", file=sys.stderr)
         return 2
+    # Written once the parent run exists, and never rewritten: a resume keeps the plan the sweep started with.
     if not args.resume:
         write_state(folder, {"spec": spec.to_dict(), "overrides": list(overrides), "data": str(data),
                              "experiment": experiment, "uri": uri, "parent_run_id": parent, "plan": asdict(plan),
                              "num_workers": args.num_workers, "gpu": args.gpu, "data_mode": data_mode,
                              "truth": asdict(truth)})
     print(f"sweep {name} (MLflow parent run {parent}) tracking at {uri}")
+    # Train-path trials share Ray Datasets materialised once here rather than each re-reading the parquet.
     datasets = None if plan.direct else training_datasets(inputs.files, not args.no_shuffle, data_mode)
     ctx = SweepContext(name=name, spec=spec, base=base_dict, inputs=inputs, identity=identity, uri=uri,
                        experiment=experiment, exp_id=exp_id, parent_run_id=parent, artifact_root=artifact_root,
@@ -163,6 +181,8 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
                        log_every=args.log_every, data_timeout=args.data_timeout, max_failures=args.max_failures,
                        shuffle=not args.no_shuffle, data_mode=data_mode, datasets=datasets,
                        log_models=args.log_models)
+    # SweepEvents is pickled into Tune's state with the sweep's name only: it looks up this context and prints to
+    # this stdout, the terminal (fit_trials sends Tune's own output to driver.log).
     activate(ctx, sys.stdout)
     # Tune saves the experiment's state at most this often: a trial that finished stays finished after the
     # driver dies (a later save window would re-run it; its finished MLflow run would then only be re-reported).
@@ -174,13 +194,15 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
         try:
             trials = fit_trials(ctx, folder, plan.concurrent, resume=bool(args.resume))
             unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+            # Tune's SIGINT handler ends fit() normally, trials left unfinished: treat that as the interrupt it was.
             if unfinished:
                 raise KeyboardInterrupt(f"{len(unfinished)} trial(s) unfinished")
             rows = [row_of(ctx, t) for t in trials]
             report(ctx, rows, folder)
+            # No trial trained its full budget: there is no best config, so the sweep counts as FAILED (exit 1).
             status = "FINISHED" if any(r.state == "complete" for r in rows) else "FAILED"
         except KeyboardInterrupt:
-            status = "KILLED"
+            status = "KILLED"  # the finally below runs before the return
             close_unfinished(ctx)
             print(f"sweep {name} interrupted; continue it with --resume {name} (same --runs-dir)", file=sys.stderr)
             return stop.exit_code()
@@ -199,6 +221,7 @@ def sweep(args: argparse.Namespace, name: str, spec: SweepSpec, overrides: tuple
 def resources_line(plan: TrialPlan, num_workers: int, gpu: bool, cpus: float, gpus: float) -> str:
     """What the trials take, and why (printed before any trial starts)."""
     cluster = f"cluster {cpus:g} CPUs, {gpus:g} GPUs"
+    # Fewer threads than whole CPUs reserved: the small-image rule of resources.worker_threads chose one thread.
     small = " (small images: one thread is faster)" if plan.threads < math.floor(plan.cpus + 1e-9) else ""
     if plan.direct:
         return (f"resources: {plan.concurrent} trial(s) at a time, each one process training directly (direct "
@@ -220,6 +243,7 @@ def check_objectives(spec: SweepSpec, validation: dict) -> None:
     if map_metrics and not validation.get("map"):
         raise ConfigError(f"objective {map_metrics[0]} needs 3+ validation subjects with nodules; prepare more "
                           f"subjects or choose another objective")
+    # validation["map"] exists from here on for map objectives: the check above refused them without it.
     if "val/map_auprc" in metrics and "links" not in validation["map"]:
         raise ConfigError("objective val/map_auprc scores the map against known links: give the cohort's truth "
                           "with --truth (or use val/map_objective, which falls back to the truth-free agreement)")
@@ -227,7 +251,7 @@ def check_objectives(spec: SweepSpec, validation: dict) -> None:
     if response and not validation.get("map"):
         raise ConfigError(f"objective {response[0]} needs 3+ validation subjects with nodules; prepare more "
                           f"subjects or choose another objective")
-    if response and "programs" not in validation["map"]:
+    if response and "programs" not in validation["map"]:  # the check above made validation["map"] exist
         raise ConfigError(f"objective {response[0]} compares the nodules with the subjects' true programs: give the "
                           f"cohort's truth with --truth")
     floored = [m for m in metrics if m in ("val/frechet_floor", "val/frechet_over_floor")]
@@ -237,6 +261,7 @@ def check_objectives(spec: SweepSpec, validation: dict) -> None:
 
 
 def read_state(folder: Path) -> dict:
+    """The saved state of a sweep to resume; ConfigError when there is none or an older radiogen wrote it."""
     path = folder / "sweep.json"
     if not path.is_file():
         raise ConfigError(f"--resume: no sweep at {folder} (sweep.json missing); give the name of a sweep started "
@@ -248,6 +273,8 @@ def read_state(folder: Path) -> dict:
 
 
 def write_state(folder: Path, state: dict) -> None:
+    """sweep.json via a temporary file and a rename: a driver killed mid-write leaves no half-written state
+    (which would make the sweep neither resumable nor startable again under its name)."""
     tmp = folder / "sweep.json.tmp"
     tmp.write_text(json.dumps(state, indent=1))
     tmp.replace(folder / "sweep.json")
@@ -255,6 +282,8 @@ def write_state(folder: Path, state: dict) -> None:
 
 def parent_params(spec: SweepSpec, overrides: tuple[str, ...], data: Path, args: argparse.Namespace,
                   plan: TrialPlan) -> dict:
+    """The parent run's MLflow params: the sweep file as read (the space one readable string per parameter, e.g.
+    `loguniform[10, 300] when {...}`) and how the trials share the cluster."""
     space = {p.key: (f"choice{list(p.choices)}" if p.kind == "choice" else f"{p.kind}[{p.low}, {p.high}]")
                     + (f" when {dict(p.when)}" if p.when else "") for p in spec.space}
     return flatten("sweep", {
@@ -274,20 +303,22 @@ def close_unfinished(ctx: SweepContext) -> None:
     from mlflow import MlflowClient
 
     client = MlflowClient(ctx.uri)
-    try:
+    try:  # a trial killed mid-training cannot close its own run; the driver is the last one that can
         for run in client.search_runs([ctx.exp_id], f"tags.`mlflow.parentRunId` = '{ctx.parent_run_id}' and "
                                                     f"attributes.status = 'RUNNING'"):
             client.set_terminated(run.info.run_id, "KILLED")
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:  # noqa: BLE001 - the interrupt's exit must not turn into a tracking traceback
         print(f"tracking: unfinished trial runs not marked KILLED ({err})", file=sys.stderr)
 
 
 def row_of(ctx: SweepContext, trial) -> TrialRow:
+    """A leaderboard row from Tune's Trial: its state, last reported metrics and values, and its MLflow run."""
     last = trial.last_result or {}
     step = int(last.get("step") or 0)
+    # Tune ends a trial ASHA stopped as TERMINATED too: only its last step tells it from a complete one.
     state = "failed" if trial.status == "ERROR" else "complete" if step >= ctx.spec.max_steps else "pruned"
     values, seed, variant = trial_values(ctx.spec, trial.config)
-    run = find_run(ctx.uri, ctx.exp_id, trial_run_name(ctx.name, trial.trial_id))
+    run = find_run(ctx.uri, ctx.exp_id, trial_run_name(ctx.name, trial.trial_id))  # Tune never saw the run id
     return TrialRow(trial.trial_id, state, step, {o.metric: last.get(o.metric) for o in ctx.spec.objectives},
                     values, variant, seed, run.info.run_id if run else None)
 
@@ -309,11 +340,12 @@ def report(ctx: SweepContext, rows: list[TrialRow], folder: Path) -> None:
         print(f"ablation grid ({len(spec.grid.seeds)} seeds; Δ = variant - {spec.grid.reference}, paired by seed, "
               f"95% t-interval; * = excludes 0):\n{markdown(gh, gb)}")
     top = best(rows, spec)
+    # A grid's best is a variant (best mean over its seeds), not a lucky seed: take that variant's top-ranked trial.
     if spec.mode == "grid":
         chosen = best_variant(rows, spec)
         top = next((r for r in rank(rows, spec) if r.variant == chosen and r.state == "complete"), None)
     if top is not None:
-        trial = {"variant": top.variant, "seed": top.seed} if spec.mode == "grid" else top.values
+        trial = {"variant": top.variant, "seed": top.seed} if spec.mode == "grid" else top.values  # its Tune config
         cfg = config_of(ctx, trial)
         scores = ", ".join(f"{o.metric}={top.metrics[o.metric]:.4g}" for o in spec.objectives)
         text = (f"# Best trial {top.trial_id} of sweep {ctx.name} ({scores})"
@@ -327,6 +359,7 @@ def report(ctx: SweepContext, rows: list[TrialRow], folder: Path) -> None:
         if spec.mode == "search":
             import optuna
 
+            # The searcher wrote every trial to optuna.db as Tune ran: the plots read the study back from there.
             study = optuna.load_study(study_name=ctx.name, storage=f"sqlite:///{folder / 'optuna.db'}")
             written, skipped = optuna_plots(study, spec, out)
             files += written
@@ -340,6 +373,7 @@ def report(ctx: SweepContext, rows: list[TrialRow], folder: Path) -> None:
     summary = {"name": ctx.name, "mode": spec.mode, "max_steps": spec.max_steps, "trial_steps": steps,
                "full_budget_steps": len(rows) * spec.max_steps, "best": top.trial_id if top else None,
                "parent_run_id": ctx.parent_run_id, "trials": [asdict(r) for r in rows]}
+    # `radiogen demo` takes summary.json as the sign of a finished sweep: it is written after the other reports.
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     files.append(out / "summary.json")
     print(f"compute: {steps} trial-steps of {len(rows) * spec.max_steps} for every trial to the end "
@@ -368,6 +402,7 @@ def best_variant(rows: list[TrialRow], spec: SweepSpec) -> str | None:
     o = spec.objectives[0]
     means = {}
     for v in spec.grid.variants:
+        # A failed seed or a NaN would make the mean undefined: average the complete, finite seeds only.
         vals = [r.metrics[o.metric] for r in rows if r.variant == v and r.state == "complete"
                 and isinstance(r.metrics.get(o.metric), float) and math.isfinite(r.metrics[o.metric])]
         if vals:

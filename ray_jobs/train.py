@@ -41,20 +41,26 @@ from .tracking import (RUN_NAME, RunFinished, TrackingUnavailable, Tracker, chec
 
 def run(args: argparse.Namespace) -> int:
     """`radiogen train`: what Ray, MLflow and Python warnings log on this driver goes to a file under --runs-dir."""
+    # Time and pid in the name: two trainings started in the same second never share a log file.
     log_file = Path(args.runs_dir).resolve() / "logs" / f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     with quiet_logs(log_file):
         return run_logged(args, log_file)
 
 
 def run_logged(args: argparse.Namespace, log_file: Path) -> int:
+    """Check every input, open (or re-attach) the MLflow run, train, close the run; returns the exit code."""
     phases = Phases()
+    # Everything that can be wrong with the inputs fails here, with exit 2, before Ray starts or a run exists.
     try:
+        # --max-steps goes after every --set: overrides apply in order, so it wins over a --set train.max_steps.
         overrides = list(args.overrides) + ([f"train.max_steps={args.max_steps}"] if args.max_steps else [])
         cfg: ExperimentConfig = load_config(args.config, overrides)
         data = Path(args.data).resolve()
         manifest = schema.read_manifest(data)
         cfg = resolve_config(cfg, manifest)
+        # A fresh name per invocation: only an explicit --name re-attaches (resumes) an earlier run.
         run_name = args.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        # The name becomes a folder under --runs-dir and a tag value inside MLflow search filters.
         if not RUN_NAME.fullmatch(run_name):
             raise ConfigError(f"--name {run_name!r}: use letters, digits, '.', '_' and '-' only")
         if args.data_timeout < 0:
@@ -63,6 +69,7 @@ def run_logged(args: argparse.Namespace, log_file: Path) -> int:
         uri = default_tracking_uri(runs_dir, args.tracking_uri)
         check_tracking(uri)
         schema.verify_dataset(data)  # every file against its recorded size and hash, before any run exists
+        # Reads the gene table, validation slices and truth now, so TooFewSubjects / TruthError exit 2 as well.
         inputs = read_inputs(data, manifest, cfg.data.image_size, args.val_size,
                              truth=TruthFiles(args.truth, args.truth_programs, args.truth_partial))
     except (ConfigError, schema.SchemaError, DatasetMismatch, TrackingUnavailable, TooFewSubjects, TruthError) as err:
@@ -74,6 +81,7 @@ def run_logged(args: argparse.Namespace, log_file: Path) -> int:
         threads, why = local_threads(cfg.data.image_size)
         print(f"threads: {threads} torch thread(s) ({why})")
     else:
+        # Ray starts (or joins the cluster) before the run opens: a cluster too small exits 2 with no MLflow run.
         try:
             cpus_per_worker = size_workers(args.num_workers, args.cpus_per_worker, args.gpu, connect_ray(args.address))
         except ResourceMismatch as err:
@@ -83,10 +91,13 @@ def run_logged(args: argparse.Namespace, log_file: Path) -> int:
     data_mode = choose_data_mode(args.data_mode, manifest, args.num_workers, local=args.local)
 
     mode = "local" if args.local else "ray"
-    identity = RunIdentity.of(data)
+    identity = RunIdentity.of(data)  # the fingerprint trusts the manifest's hashes: verify_dataset checked them
+    # --local is one process whatever --num-workers says: log the world size it really trains with.
     params = identity.params(cfg, mode, 1 if args.local else args.num_workers, args.gpu, data_mode, cpus_per_worker,
                              threads)
+    # A sqlite store would put artifacts in ./mlruns of the working directory: keep them beside the store instead.
     artifact_root = runs_dir / "mlartifacts" if uri.startswith("sqlite:") else None
+    # SIGTERM covers the open too: a scheduler's stop then exits 143 instead of Ray's handler dumping a stack.
     with Sigterm() as stop:
         try:
             run_id = open_run(uri, args.experiment, run_name, params, identity.tags(cfg, mode), artifact_root)
@@ -94,7 +105,7 @@ def run_logged(args: argparse.Namespace, log_file: Path) -> int:
         except RunFinished as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # no run id yet, nothing to close; the same --name re-attaches what was created
             return stop.exit_code()
         # From here on the MLflow run exists: whatever ends this process closes it (FINISHED, FAILED or KILLED).
         status = "FAILED"
@@ -103,11 +114,11 @@ def run_logged(args: argparse.Namespace, log_file: Path) -> int:
             train(args, cfg, inputs, runs_dir, run_name, uri, run_id, cpus_per_worker, threads, data_mode, phases)
             status = "FINISHED"
         except KeyboardInterrupt:
-            status = "KILLED"
+            status = "KILLED"  # checkpoints stay: the same --name resumes from them into this MLflow run
             where = runs_dir / run_name if args.local else runs_dir / "ray" / run_name
             print(f"run {run_name} stopped by {'SIGTERM' if stop.received else 'an interrupt'}; its checkpoints stay "
                   f"in {where}; run again with --name {run_name} to resume", file=sys.stderr)
-            return stop.exit_code()
+            return stop.exit_code()  # the finally below runs before the return: it marks the run KILLED
         finally:
             try:
                 Tracker(uri, run_id).finish(status)
@@ -120,12 +131,15 @@ def run_logged(args: argparse.Namespace, log_file: Path) -> int:
 def train(args: argparse.Namespace, cfg: ExperimentConfig, inputs: TrainingInputs, runs_dir: Path, run_name: str,
           uri: str, run_id: str, cpus_per_worker: float | None, threads: int, data_mode: str, phases: Phases) -> None:
     """The training itself, into the open MLflow run `run_id`."""
+    # Test-only fault injection: the marker file makes the failure happen once, so the restarted workers (or the
+    # resumed run) train past that step instead of failing again.
     fail_marker = str(runs_dir / run_name / ".injected_failure") if args.fail_at_step else None
     settings = make_settings(
         cfg, inputs, uri, run_id, log_every=args.log_every, val_every=args.val_every,
         checkpoint_every=args.checkpoint_every, data_timeout=args.data_timeout, fail_at_step=args.fail_at_step,
         fail_marker=fail_marker, data_mode=data_mode, threads=threads, shuffle=not args.no_shuffle,
         phases=phases.times)
+    # Made on Ray too, whose checkpoints live under ray/<name>: the fail marker above is written here.
     (runs_dir / run_name).mkdir(parents=True, exist_ok=True)
     print(f"run {run_name} (MLflow run {run_id}) tracking at {uri}")
     if args.local:
@@ -134,7 +148,7 @@ def train(args: argparse.Namespace, cfg: ExperimentConfig, inputs: TrainingInput
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         source = LocalSource(inputs.data, "train", cfg.train.batch_size, cfg.train.seed, shuffle=not args.no_shuffle,
                              device=device)
-        settings.phases["data_ready"] = time.time()
+        settings.phases["data_ready"] = time.time()  # phase/data_ready_s: what reading the split cost this run
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
@@ -142,10 +156,11 @@ def train(args: argparse.Namespace, cfg: ExperimentConfig, inputs: TrainingInput
         finally:  # a caller in this process (a notebook, the bench) keeps its own setting
             torch.set_num_threads(before)
     else:
+        # Ray Train resumes from the folder storage/<name> when it exists: the same --name continues its checkpoints.
         plan = RunPlan(name=run_name, storage=runs_dir / "ray", num_workers=args.num_workers, gpu=args.gpu,
                        cpus_per_worker=cpus_per_worker, max_failures=args.max_failures, shuffle=not args.no_shuffle,
                        data_mode=data_mode)
-        datasets = training_datasets(inputs.files, plan.shuffle, data_mode)
+        datasets = training_datasets(inputs.files, plan.shuffle, data_mode)  # materialised here, before the workers
         settings.phases["data_ready"] = time.time()
         launch(plan, settings, datasets)
 
