@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,11 @@ from .models import build_generator
 from .train_step import TrainState, build_training, unwrap
 
 FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read back (truncated, corrupted, pickled code, another format) or written (a full
+    disk); the message names the file and what to do."""
 
 
 def save_checkpoint(path: str | Path, state: TrainState, extra: dict[str, Any] | None = None) -> Path:
@@ -49,11 +55,21 @@ def save_checkpoint(path: str | Path, state: TrainState, extra: dict[str, Any] |
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw payload; refuses pickled code (weights_only) and other format versions."""
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    """The raw payload; CheckpointError for a damaged file, pickled code (weights_only) or another format."""
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no checkpoint there") from None
+    except Exception as err:  # noqa: BLE001 - torch raises zip, pickle, EOF and runtime errors for a damaged file
+        # weights_only names the class a pickled object would have run; other unpickling errors are damage.
+        code = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        detail = str(err).split("WeightsUnpickler error:")[-1].strip().split(". ")[0]  # past torch's advice
+        what = (f"holds pickled code (a {code.group(1)} object), which radiogen never loads" if code else
+                f"is damaged (truncated or corrupted: {type(err).__name__}: {detail.splitlines()[0][:160]})")
+        raise CheckpointError(f"{path} {what}") from None
     version = payload.get("format_version") if isinstance(payload, dict) else None
     if version != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {version!r} is not supported (expected {FORMAT_VERSION}); "
+        raise CheckpointError(f"{path}: checkpoint format {version!r} is not supported (expected {FORMAT_VERSION}); "
                          f"it was written by another radiogen version")
     return payload
 

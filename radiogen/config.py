@@ -395,9 +395,9 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     for key in data:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            hint = f"; did you mean '{close[0]}'?" if close else "."
             raise ConfigError(f"unknown key '{where + '.' if where else ''}{key}'{hint} "
-                              f"Allowed keys in {label}: {', '.join(names)}")
+                              f"Allowed keys in {label}: {', '.join(names)}.")
     kwargs = {k: _convert(hints[k], v, f"{where + '.' if where else ''}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)

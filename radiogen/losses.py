@@ -109,6 +109,16 @@ class GANLoss:
         self.augment = augment != "off"
         self.policy = augment
 
+    def term_names(self, arch: str) -> set[str]:
+        """The loss/... names `discriminator` and `generator` return for a generator of `arch`: what a sweep may
+        name as an objective, known before any step (a test keeps it equal to the terms a step reports)."""
+        names = {f"loss/{side}/{h}" for side in "DG" for h in self.weights} | {"loss/D/total", "loss/G/total"}
+        optional = {"loss/D/aux": self.cfg.aux_genes > 0, "loss/G/aux": self.cfg.aux_genes > 0,
+                    "loss/D/r1": self.cfg.r1_gamma > 0, "loss/G/l1": self.cfg.lambda_l1 > 0,
+                    "loss/G/speckle": self.cfg.speckle > 0, "loss/G/phi_group_lasso": self.cfg.phi_group_lasso > 0,
+                    "loss/G/kl": arch == "mcgan" and self.cfg.kl_weight > 0}  # only MC-GAN's VAE has a KL
+        return names | {name for name, on in optional.items() if on}
+
     def mask_for_d(self, mask: torch.Tensor) -> torch.Tensor:
         """G's mask as D sees it: as drawn (soft) or binarised at 0.5 with a straight-through gradient (hard),
         so D cannot tell a synthetic mask from a real {0, 1} one by its softness alone."""

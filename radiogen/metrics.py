@@ -158,6 +158,10 @@ def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
     return max(d, 0.0)  # round-off can make an exact match slightly negative
 
 
+REALISM_KEYS = ("frechet_radiomic", "speckle_ratio", "fake_empty_mask_fraction", "real_empty_mask_fraction")
+"""The keys of `realism_report` (validation reports them as val/<key>)."""
+
+
 def realism_report(real_images: np.ndarray, real_masks: np.ndarray,
                    fake_images: np.ndarray, fake_masks: np.ndarray) -> dict[str, float]:
     """Radiomic Fréchet distance plus the empty-mask fractions that explain a NaN distance.

@@ -182,6 +182,9 @@ def handler_of(spec: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .quiet import quiet_mlflow_env
+
+    quiet_mlflow_env()  # before any command imports MLflow
     args = build_parser().parse_args(argv)
     handler = handler_of(args.handler)
     from radiogen.config import ConfigError

@@ -10,8 +10,9 @@
 
 One line per stage on the terminal, then the leaderboard, what was learned, the report's paths and the command
 that opens the MLflow UI on these runs; each stage's full output is in OUT/logs/<stage>.log. Running it again
-reuses what exists: the cohort, the prepared data, a finished sweep (an unfinished one is resumed), the trained
-baseline and the report.
+reuses what exists: the cohort, the prepared data, a finished sweep (an unfinished one is resumed, one refused
+before its first trial starts again), the trained baseline and the report (for the same permutations and
+estimators). OUT/demo.json records --subjects, --trials and --steps: a rerun asking for others is refused.
 """
 
 from __future__ import annotations
@@ -58,6 +59,47 @@ class StageFailed(RuntimeError):
     pass
 
 
+MIN_VAL_SUBJECTS = 3  # the sweep's map objective needs 3 validation subjects (sweep.check_objectives)
+MIN_TRAIN_SUBJECTS = 2  # gene statistics need a spread over the training split (prep)
+
+
+def check_request(args: argparse.Namespace, out: Path) -> None:
+    """Refuse, before anything runs, a cohort too small for the demo's sweep, and a rerun whose flags differ from
+    what OUT was made with (its stages would be reused for another request). Records the request in OUT."""
+    from data_prep.gene_model import subject_id
+    from data_prep.prep.splits import assign_splits
+
+    def counts(n: int) -> tuple[int, int]:
+        # prep's split rule on the cohort's ids (seed 0, the default fractions): known before any file exists.
+        got = list(assign_splits([subject_id(j) for j in range(n)], (0.7, 0.15, 0.15), 0).values())
+        return got.count("train"), got.count("val")
+
+    train, val = counts(args.subjects)
+    if train < MIN_TRAIN_SUBJECTS or val < MIN_VAL_SUBJECTS:
+        # Adding subjects never moves one between splits, so the smallest size that works is a fixed number.
+        enough = next(n for n in range(args.subjects, 1000) if min(counts(n)[0] - MIN_TRAIN_SUBJECTS,
+                                                                    counts(n)[1] - MIN_VAL_SUBJECTS) >= 0)
+        raise StageFailed(f"--subjects {args.subjects} gives {train} training and {val} validation subjects; the "
+                          f"demo's sweep needs {MIN_TRAIN_SUBJECTS} and {MIN_VAL_SUBJECTS}: use --subjects {enough} "
+                          f"or more (default 30)")
+    asked = {"subjects": args.subjects, "trials": args.trials, "steps": args.steps}
+    path = out / "demo.json"
+    if path.is_file():
+        made = {k: json.loads(path.read_text()).get(k) for k in asked}
+    elif (out / "cohort" / "truth.json").is_file():  # made before demo.json was written: its cohort tells
+        made = {**asked, "subjects": len(json.loads((out / "cohort" / "truth.json").read_text())["subjects"])}
+    else:
+        made = asked
+    if made != asked:
+        def flags(d: dict) -> str:
+            return " ".join(f"--{k} {v}" for k, v in d.items() if v is not None) or "the defaults"
+        raise StageFailed(f"{out} holds a demo made with {flags(made)}; this run asks for {flags(asked)}. Its "
+                          f"cohort, data and sweep would be reused for another request: give another --out, or "
+                          f"delete {out} to start over")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asked) + "\n")
+
+
 def stage(name: str, logs: Path, work) -> object:
     """Run `work()` with its output in logs/<name>.log; print one line with the time it took (or the failure)."""
     log = logs / f"{name}.log"
@@ -95,6 +137,16 @@ def sweep_file(out: Path, trials: int | None, steps: int | None) -> Path:
     return path
 
 
+def estimator_list(args: argparse.Namespace) -> list[str]:
+    """The map estimators the demo's evaluation runs: --estimators, else all of `radiogen eval`'s default."""
+    from .eval import add_arguments as eval_arguments
+
+    parser = argparse.ArgumentParser()
+    eval_arguments(parser)
+    chosen = args.estimators or parser.get_default("estimators")
+    return [e.strip() for e in chosen.split(",") if e.strip()]
+
+
 def finished_run(uri: str, name: str):
     """The FINISHED MLflow run named `name` in the demo's experiment, or None."""
     from mlflow import MlflowClient
@@ -116,7 +168,7 @@ def learned(metrics: dict[str, float], estimators: list[dict] = ()) -> list[str]
     radiogenomic map against the cohort's truth; `estimators` as metrics.json holds them)."""
     from types import SimpleNamespace
 
-    from radiogen.evaluation.report import PROGRAMS, estimator_lines, fmt, metric_name
+    from radiogen.evaluation.report import PROGRAMS, estimator_lines, fmt, metric_name, small_split_warning
 
     # The held-out subjects when there are any: the model never trained on them.
     split = "heldout" if metrics.get(metric_name("heldout", "n_subjects"), 0) > 0 else "train"
@@ -124,7 +176,9 @@ def learned(metrics: dict[str, float], estimators: list[dict] = ()) -> list[str]
     m = lambda who, *parts: metrics.get(metric_name(split, who, *parts), float("nan"))  # noqa: E731
     n = int(metrics.get(metric_name(split, "n_subjects"), 0))
     n_train = int(metrics.get(metric_name("train", "n_subjects"), 0))
+    warning = small_split_warning(split, n)
     return [
+        *([warning] if warning else []),
         f"what was learned ({split} subjects: {n}):",
         f"  realism, radiomic Frechet distance (lower is better): best trial "
         f"{fmt(m('model', 'realism', 'frechet_radiomic'))}, "
@@ -149,6 +203,11 @@ def run(args: argparse.Namespace) -> int:
     from .tracking import default_tracking_uri, ui_hint
 
     out = Path(args.out).resolve()
+    try:
+        check_request(args, out)
+    except StageFailed as err:
+        print(f"demo: {err}", file=sys.stderr)
+        return 2
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     uri = default_tracking_uri(out, args.tracking_uri)
@@ -182,10 +241,10 @@ def run(args: argparse.Namespace) -> int:
             def sweep():
                 report = out / "sweeps" / SWEEP_NAME / "report"
                 if not (report / "summary.json").is_file():  # the last report file: a finished sweep has it
-                    # A sweep folder without a report: its driver died; resume it as it started (--trials and
-                    # --steps only shape a sweep started afresh).
-                    exists = (out / "sweeps" / SWEEP_NAME).is_dir()
-                    flags = ["--resume", SWEEP_NAME] if exists else \
+                    # A sweep with a state but no report: its driver died; resume it. A folder without a state
+                    # (sweep.json) holds a sweep refused before any trial: start it again.
+                    started = (out / "sweeps" / SWEEP_NAME / "sweep.json").is_file()
+                    flags = ["--resume", SWEEP_NAME] if started else \
                         ["--config", str(sweep_file(out, args.trials, args.steps)), "--data", str(data),
                          "--name", SWEEP_NAME, "--truth", str(cohort / "truth.json")]
                     check(radiogen(["sweep", *flags, *tracking]), "radiogen sweep", logs / "sweep.log")
@@ -220,9 +279,12 @@ def run(args: argparse.Namespace) -> int:
             def evaluate():
                 done = report_dir / "metrics.json"
                 if done.is_file():
-                    # Reused only for the same best trial and baseline: a resumed sweep may have another best.
+                    # Reused only for the same best trial, baseline, permutations and estimators: a resumed sweep may
+                    # have another best, and a rerun may ask for other tests.
                     context = json.loads(done.read_text())["context"]
-                    if best["run_id"] in context["model"] and baseline_id in context["baseline"]:
+                    if (best["run_id"] in context["model"] and baseline_id in context["baseline"]
+                            and f"{args.n_perm} permutations " in context["settings"]
+                            and context["map estimators"].startswith(f"{', '.join(estimator_list(args))};")):
                         return json.loads(done.read_text())["metrics"], f"reused {report_dir / 'report.md'}"
                 check(radiogen(["eval", "--run", best["run_id"], "--baseline", baseline_id, "--data", str(data),
                                 "--truth", str(cohort / "truth.json"), "--out", str(report_dir), "--runs-dir",
@@ -255,6 +317,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .quiet import quiet_mlflow_env
+
+    quiet_mlflow_env()  # before MLflow is imported: `python -m` skips the radiogen command's main
     parser = argparse.ArgumentParser(prog="python -m ray_jobs.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)

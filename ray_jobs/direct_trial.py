@@ -39,6 +39,10 @@ class DirectSession:
     def epoch_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[Slices, Slices]]:
         return self.source.epoch(epoch)
 
+    def previous_checkpoint(self, checkpoint: Path) -> Path | None:
+        """None: Ray hands a worker only its latest checkpoint, so a damaged one fails the attempt with its reason."""
+        return None
+
     def latest_checkpoint(self) -> Path | None:
         from ray import tune
 

@@ -362,6 +362,9 @@ def _open_eval_run(client, parent, name: str, fingerprint: str, runs_dir: Path, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .quiet import quiet_mlflow_env
+
+    quiet_mlflow_env()  # before MLflow is imported: `python -m` skips the radiogen command's main
     parser = argparse.ArgumentParser(prog="python -m ray_jobs.eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from radiogen.checkpoint import CheckpointError
 from radiogen.data import LocalSource, Slices
 from radiogen.publish import building
 
@@ -37,9 +38,19 @@ class LocalSession:
         done = sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir())
         return done[-1] if done else None
 
+    def previous_checkpoint(self, checkpoint: Path) -> Path | None:
+        """The newest kept checkpoint older than `checkpoint` (KEEP_CHECKPOINTS are kept)."""
+        older = sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir() and p.name < checkpoint.name)
+        return older[-1] if older else None
+
     def commit(self, checkpoint_dir: Path | None, step: int, metrics: dict[str, float]) -> None:
-        with building(self.checkpoints / checkpoint_dir.name) as staging:  # appears complete or not at all
-            for item in checkpoint_dir.iterdir():
-                shutil.move(item, staging / item.name)  # a rename when scratch and runs share a filesystem
+        try:
+            with building(self.checkpoints / checkpoint_dir.name) as staging:  # appears complete or not at all
+                for item in checkpoint_dir.iterdir():
+                    shutil.move(item, staging / item.name)  # a rename when scratch and runs share a filesystem
+        except OSError as err:  # a full disk while copying across filesystems: the earlier checkpoints stay
+            raise CheckpointError(f"could not write the checkpoint of step {step} to {self.checkpoints} "
+                                  f"({err.strerror}); the previous checkpoint stays as it was: free space and run "
+                                  f"again with the same --name to resume") from None
         for old in sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)

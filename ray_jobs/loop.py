@@ -12,7 +12,9 @@ back to the last checkpoint and recomputes the lost steps, so no step is logged 
 from __future__ import annotations
 
 import json
+import os
 import queue
+import signal
 import shutil
 import tempfile
 import threading
@@ -26,13 +28,13 @@ import numpy as np
 import torch
 
 from radiogen import schema
-from radiogen.checkpoint import load_checkpoint, save_checkpoint
+from radiogen.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from radiogen.config import ExperimentConfig, to_dict
 from radiogen.data import GeneLookup, MismatchPool, Slices, assemble_batch, decode_pairs
 from radiogen.figures import fig2_grid, save_figure
 from radiogen.genes import GeneStats
 from radiogen.evaluation.objective import MapReference, map_objective
-from radiogen.metrics import outside_mask_l1, realism_report
+from radiogen.metrics import REALISM_KEYS, outside_mask_l1, realism_report
 from radiogen.train_step import TrainState, build_training, local_rng, refresh_ema_bn, train_step
 
 from .phases import Phases
@@ -97,6 +99,7 @@ class Session(Protocol):
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module: ...
     def epoch_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[Slices, Slices]]: ...
     def latest_checkpoint(self) -> Path | None: ...
+    def previous_checkpoint(self, checkpoint: Path) -> Path | None: ...
     def commit(self, checkpoint_dir: Path | None, step: int, metrics: dict[str, float]) -> None: ...
 
 
@@ -259,6 +262,20 @@ def validate(state: TrainState, pairs: tuple, step: int, figure_dir: Path,
     return metrics, figure
 
 
+def validation_metric_names() -> tuple[set[str], set[str]]:
+    """(names `validate` may report without a truth file, the further names it reports with one): the val/...
+    metrics a sweep may name as objectives, known before any trial (a test keeps them equal to what it reports).
+    Whether the dataset yields them (enough validation subjects, nodules) is checked once it is read."""
+    from radiogen.evaluation.truth import RESPONSE
+
+    always = {"val/l1_background", "val/frechet_floor", "val/frechet_over_floor", "val/map_objective",
+              "val/map_agreement"} | {f"val/{k}" for k in REALISM_KEYS}
+    responses = [f"response/{p}" for p in [*RESPONSE, "decoy"]]
+    with_truth = {"val/map_auprc", "val/program_response", *(f"val/{r}" for r in responses),
+                  *(f"val/real/{r}" for r in responses)}
+    return always, with_truth
+
+
 def read_checkpoint_records(checkpoint: Path) -> list[dict[str, Any]]:
     path = checkpoint / METRICS_FILE
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
@@ -275,10 +292,20 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     epoch, records = 0, []
     latest = session.latest_checkpoint()
-    if latest is None:
+    state = None
+    while latest is not None and state is None:
+        try:
+            state, extra = load_checkpoint(latest / STATE_FILE, session.device)
+        except CheckpointError as err:
+            # A damaged file (a disk fault, a copy cut short) costs the steps since the checkpoint before it.
+            older = session.previous_checkpoint(latest)
+            if older is None:
+                raise CheckpointError(f"cannot resume: {err}; no earlier checkpoint is kept") from None
+            print(f"warning: {err}; resuming from the checkpoint before it, {older}")
+            latest = older
+    if state is None:
         state = build_training(cfg, session.device)
     else:
-        state, extra = load_checkpoint(latest / STATE_FILE, session.device)
         epoch, records = int(extra["epoch"]), read_checkpoint_records(latest)
         if rank0:
             print(f"resumed from {latest} at step {state.step}, epoch {epoch}")
@@ -320,8 +347,13 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
             records.extend(pending)
             ckpt = scratch / f"step_{state.step:08d}"
             refresh_ema_bn(state)  # the checkpoint's G_ema carries statistics of its own weights
-            save_checkpoint(ckpt / STATE_FILE, state, extra={"epoch": epoch, "run_id": settings.run_id})
-            (ckpt / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+            try:
+                save_checkpoint(ckpt / STATE_FILE, state, extra={"epoch": epoch, "run_id": settings.run_id})
+                (ckpt / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+            except OSError as err:  # a full disk: the previous checkpoint is untouched and a rerun resumes from it
+                raise CheckpointError(f"could not write the checkpoint of step {state.step} ({err.strerror}); the "
+                                      f"previous checkpoint stays as it was: free space and run again with the same "
+                                      f"--name to resume") from None
         pending.clear()
         last = records[-1]["metrics"] if records else {}
         phases.mark("first_report")
@@ -372,7 +404,8 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
                 if settings.fail_at_step == state.step + 1 and session.rank == session.world_size - 1 \
                         and settings.fail_marker and not Path(settings.fail_marker).exists():
                     Path(settings.fail_marker).touch()
-                    raise RuntimeError(f"injected failure at step {state.step + 1} (test setting fail_at_step)")
+                    # The worker dies as an out-of-memory kill would: no exception, no cleanup in this process.
+                    os.kill(os.getpid(), signal.SIGKILL)
 
                 window.add(train_step(state, batch), wait)
                 phases.mark("first_step")

@@ -22,11 +22,25 @@ from pathlib import Path
 RAY_DATA_LOGGING = Path(__file__).with_name("ray_data_logging.yaml")
 
 
+MLFLOW_QUIET = {"MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+"""MLflow without INFO lines, artifact progress bars or its own "View run" lines (radiogen prints the run once)."""
+
+
+def quiet_mlflow_env() -> None:
+    """Set MLFLOW_QUIET in this process before MLflow is imported (a user's own settings win): every command, with
+    or without Ray, calls this first."""
+    for key, value in MLFLOW_QUIET.items():
+        os.environ.setdefault(key, value)
+
+
 def ray_env(local_files: bool = True) -> dict[str, str]:
     """Environment of the driver and of the Ray workers of its job (a user's own settings of these variables win).
     `local_files=False` leaves out the Ray Data logging file, whose path only this machine is known to have."""
+    # No preemption watcher: the loop reads no preemption notice (a lost worker restarts from its checkpoint), and
+    # Ray Train force-kills the watcher's actor at every shutdown, which printed a core_worker error line.
     wanted = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
-              "MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+              "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", **MLFLOW_QUIET}
     if local_files:
         wanted["RAY_DATA_LOGGING_CONFIG"] = str(RAY_DATA_LOGGING)
     return {k: os.environ.get(k, v) for k, v in wanted.items()}

@@ -88,6 +88,10 @@ class RaySession:
 
         return paired_batches(stream(self.nodules, "nodule"), stream(self.backgrounds, "background"), epoch)
 
+    def previous_checkpoint(self, checkpoint: Path) -> Path | None:
+        """None: Ray hands a worker only its latest checkpoint, so a damaged one fails the attempt with its reason."""
+        return None
+
     def latest_checkpoint(self) -> Path | None:
         import ray.train
 

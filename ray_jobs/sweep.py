@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         base = resolve_config(trial_config(spec, {}, overrides), manifest)
         # Trials build their configs from this plain data: data.n_genes: null is filled from the dataset here, once.
         base_dict = set_values(base_data(spec, overrides), {"data.n_genes": base.data.n_genes})
+        if not args.resume:  # a resumed sweep's objectives passed this when it started
+            check_metric_names(spec, base, truth=bool(args.truth))
         check_tracking(uri)
         schema.verify_dataset(data)  # re-hashes every file: a damaged copy exits 2 before any trial trains on it
     except (SearchSpaceError, ConfigError, schema.SchemaError, DatasetMismatch, TrackingUnavailable) as err:
@@ -231,6 +233,29 @@ def resources_line(plan: TrialPlan, num_workers: int, gpu: bool, cpus: float, gp
     return (f"resources: {plan.concurrent} trial(s) at a time, each a Ray Train run of {num_workers} worker(s) x "
             f"{plan.cpus:g} CPU{' + 1 GPU' if gpu else ''} ({plan.threads} torch thread(s) each{small}); {cluster}; "
             f"{left:g} CPU left for Ray Data (at least {RAY_DATA_CPUS:g})")
+
+
+def check_metric_names(spec: SweepSpec, base, truth: bool) -> None:
+    """Every objective (the first is also ASHA's metric) must be a metric the trials report: a misspelt name is
+    refused here, before Ray starts, rather than after the first trial has trained."""
+    import difflib
+
+    from radiogen.losses import GANLoss
+
+    from .loop import validation_metric_names
+
+    always, with_truth = validation_metric_names()
+    reported = always | GANLoss(base.loss).term_names(base.generator.arch)
+    for metric in (o.metric for o in spec.objectives):
+        if metric in reported or (truth and metric in with_truth):
+            continue
+        if metric in with_truth:
+            raise ConfigError(f"objective {metric} is measured against the cohort's truth: give it with --truth")
+        close = difflib.get_close_matches(metric, sorted(reported | with_truth), n=1)
+        raise ConfigError(f"objective {metric!r} is not a metric the trials report"
+                          + (f"; did you mean {close[0]}?" if close else "")
+                          + f" They report {', '.join(sorted(reported))}; with --truth also "
+                            f"{', '.join(sorted(with_truth))}")
 
 
 def check_objectives(spec: SweepSpec, validation: dict) -> None:
@@ -413,6 +438,9 @@ def best_variant(rows: list[TrialRow], spec: SweepSpec) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .quiet import quiet_mlflow_env
+
+    quiet_mlflow_env()  # before MLflow is imported: `python -m` skips the radiogen command's main
     parser = argparse.ArgumentParser(prog="python -m ray_jobs.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from ray.tune import Callback
@@ -117,11 +118,25 @@ class SweepEvents(Callback):
         self.stopped_groups = keep
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.say(f"trial {trial.trial_id} failed and restarts from its last checkpoint; its error is in "
-                 f"{getattr(trial, 'error_file', None) or trial.path}")
+        self.say(f"trial {trial.trial_id} failed ({failure_reason(trial)}) and restarts from its last checkpoint; "
+                 f"the full error is in {getattr(trial, 'error_file', None) or trial.path}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._close(trial, "FAILED", "failed")
         where = getattr(trial, "error_file", None) or trial.path
-        self.say(f"trial {trial.trial_id} failed; its error is in {where}"
+        self.say(f"trial {trial.trial_id} failed ({failure_reason(trial)}); the full error is in {where}"
                  + (f" (MLflow run {run_id})" if run_id else ""))
+
+
+def failure_reason(trial: Any) -> str:
+    """The first line of the trial's latest failure in Tune's error file ("Failure # n (...)" blocks): why it
+    failed, on the sweep's terminal line, with the whole trace left in the file."""
+    try:
+        text = Path(trial.error_file).read_text()
+    except (TypeError, OSError):
+        return "no error recorded"
+    last = text.rsplit("Failure # ", 1)[-1].splitlines()[1:]
+    lines = [line.strip() for line in last if line.strip() and not line.startswith(("Traceback", "  File"))]
+    # Ray prefixes an actor's death with its own class names; the sentence after it says why.
+    reason = next((line for line in lines if "died" in line or "Error" in line), lines[0] if lines else "")
+    return reason[:200] or "no error recorded"

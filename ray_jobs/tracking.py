@@ -61,7 +61,7 @@ def ui_hint(uri: str) -> str:
         return f"open {uri} in a browser"
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     command = str(mlflow_bin) if mlflow_bin.is_file() else "mlflow"
-    return f"open the tracking UI with: {command} ui --backend-store-uri {uri}"
+    return f"open the tracking UI with: {command} ui --backend-store-uri {uri} --host 127.0.0.1"
 
 
 def check_tracking(uri: str, timeout: float = 5.0) -> None:
@@ -86,10 +86,24 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
             raise TrackingUnavailable(f"cannot create the folder of the sqlite tracking store {uri}: {err}") from None
         if not os.access(folder, os.W_OK):
             raise TrackingUnavailable(f"the folder of the sqlite tracking store {uri} is not writable")
+        _create_sqlite_store(uri)
         return
     if uri.startswith("file:") or "://" not in uri:
         raise TrackingUnavailable(f"MLflow 3 refuses the plain file store ({uri}); use sqlite:///path/mlflow.db "
                                   f"or an http(s) tracking server")
+
+
+def _create_sqlite_store(uri: str) -> None:
+    """Create (and migrate) a sqlite store under an exclusive lock beside it: two commands started at once on a new
+    store would otherwise both run MLflow's schema migration, and one of them fails."""
+    import fcntl
+
+    from mlflow import MlflowClient
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    with open(db.with_name(f"{db.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when this process dies
+        MlflowClient(uri).search_experiments(max_results=1)  # opening the store creates and migrates it
 
 
 def with_retry(fn: Callable[[], T], what: str, attempts: int = 5, first_wait: float = 0.5) -> T:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from radiogen import schema
+from radiogen.checkpoint import CheckpointError
 from radiogen.config import ConfigError, ExperimentConfig, load_config
 from radiogen.data import DatasetMismatch, LocalSource
 from radiogen.evaluation.truth_table import TruthError
@@ -113,6 +114,9 @@ def run_logged(args: argparse.Namespace, log_file: Path) -> int:
             print(f"logs: {log_file}" + ("" if args.local else f", Ray workers in {ray_log_dir()}"))
             train(args, cfg, inputs, runs_dir, run_name, uri, run_id, cpus_per_worker, threads, data_mode, phases)
             status = "FINISHED"
+        except CheckpointError as err:  # a full disk, or no readable checkpoint to resume from: said, not a trace
+            print(f"error: run {run_name}: {err}", file=sys.stderr)
+            return 1  # the finally below marks the run FAILED
         except KeyboardInterrupt:
             status = "KILLED"  # checkpoints stay: the same --name resumes from them into this MLflow run
             where = runs_dir / run_name if args.local else runs_dir / "ray" / run_name
@@ -166,6 +170,9 @@ def train(args: argparse.Namespace, cfg: ExperimentConfig, inputs: TrainingInput
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .quiet import quiet_mlflow_env
+
+    quiet_mlflow_env()  # before MLflow is imported: `python -m` skips the radiogen command's main
     parser = argparse.ArgumentParser(prog="python -m ray_jobs.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)

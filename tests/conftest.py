@@ -71,41 +71,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` (sqlite backend, proxied artifacts) on 127.0.0.1 and a free port; yields its URI."""
+def start_mlflow_server(root: Path, port: int):
+    """A real `mlflow server` (sqlite backend under root, proxied artifacts) on 127.0.0.1:port, once healthy."""
     import subprocess
     import sys
     import time
     import urllib.request
 
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
         [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
-        stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT)
+        stdout=open(root / "server.log", "a"), stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while True:
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
                 if resp.status == 200:
-                    break
+                    return proc
         except OSError:
             pass
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
             pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
         time.sleep(0.5)
-    yield uri
-    proc.terminate()
+
+
+def stop_mlflow_server(proc, sig=None) -> None:
+    """Stop the server and the workers it started (its process group)."""
+    import os
+    import signal
+    import subprocess
+
+    os.killpg(proc.pid, sig or signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` (sqlite backend, proxied artifacts) on 127.0.0.1 and a free port; yields its URI."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    proc = start_mlflow_server(root, port)
+    yield f"http://127.0.0.1:{port}"
+    stop_mlflow_server(proc)
 
 
 @pytest.fixture(scope="session")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import copy
-import pickle
 
 import pytest
 import torch
 
-from radiogen.checkpoint import load_checkpoint, load_generator, save_checkpoint
+from radiogen.checkpoint import CheckpointError, load_checkpoint, load_generator, save_checkpoint
 from radiogen.train_step import build_training, ema_update, train_step
 
 from .helpers import random_batch, tiny
@@ -54,7 +53,19 @@ def test_loading_refuses_pickled_code(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"format_version": 1, "payload": Evil()}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointError, match=r"evil.pt holds pickled code \(a \S*print object\), which "
+                                              r"radiogen never loads"):
+        load_checkpoint(path)
+
+
+def test_a_damaged_file_is_said_to_be_damaged_not_a_torch_error(tmp_path):
+    path = save_checkpoint(tmp_path / "ckpt.pt", build_training(tiny()))
+    path.write_bytes(path.read_bytes()[:2000])  # a copy cut short
+    with pytest.raises(CheckpointError, match=r"ckpt.pt is damaged \(truncated or corrupted: RuntimeError: "
+                                              r"PytorchStreamReader failed reading zip archive"):
+        load_checkpoint(path)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"ckpt.pt is damaged \(truncated or corrupted: UnpicklingError"):
         load_checkpoint(path)
 
 

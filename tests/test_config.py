@@ -42,6 +42,7 @@ def write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
 @pytest.mark.parametrize("text, message", [
     ("loss:\n  lamda_l1: 5\n", r"unknown key 'loss.lamda_l1'; did you mean 'lambda_l1'\?.*Allowed keys in loss: .*erosion"),
     ("generatr:\n  depth: 3\n", r"unknown key 'generatr'; did you mean 'generator'"),
+    ("train:\n  lr: 1\n", r"unknown key 'train.lr'\. Allowed keys in train: .*, augment\.$"),
     ("generator:\n  code_dim: big\n", r"generator.code_dim: must be an integer, got 'big'"),
     ("generator:\n  code_dim: 1.5\n", r"generator.code_dim: must be an integer"),
     ("generator:\n  fusion: gated\n", r"generator.fusion: must be one of 'paper', 'concat', 'concat_all', 'additive', got 'gated'"),

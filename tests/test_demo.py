@@ -27,6 +27,9 @@ def test_make_demo_runs_every_stage_quietly_and_reuses_them(ray_cluster, mlflow_
     from mlflow import MlflowClient
 
     gcs = ray_cluster.get_runtime_context().gcs_address
+    # What a sweep refused before its first trial leaves (a folder without sweep.json): started again, not resumed.
+    (tmp_path / "demo" / "sweeps" / "demo").mkdir(parents=True)
+    (tmp_path / "demo" / "sweeps" / "demo" / "driver.log").write_text("refused\n")
     out = make_demo(tmp_path / "demo", gcs, mlflow_server)
     lines = out.splitlines()
     assert len(lines) < 200, out
@@ -38,6 +41,7 @@ def test_make_demo_runs_every_stage_quietly_and_reuses_them(ray_cluster, mlflow_
         assert sum(line.startswith(f"    {estimator}: ") for line in lines) == 1, estimator  # the estimators table
     assert sum(line.startswith("    synthesis-intervention (baseline): ") for line in lines) == 1
     assert "realism, radiomic Frechet distance" in out and "MLflow: open " in out
+    assert "warning: the heldout split has 5 subjects, fewer than 8" in out  # 10 subjects: 5 train, 5 held out
     report = tmp_path / "demo" / "eval" / "demo"
     assert (report / "report.md").is_file() and any((report / "figures").glob("*.png"))
     metrics = json.loads((report / "metrics.json").read_text())["metrics"]
@@ -61,3 +65,27 @@ def test_make_demo_runs_every_stage_quietly_and_reuses_them(ray_cluster, mlflow_
     for stage in ("cohort", "prep", "baseline", "eval"):
         assert f"demo {stage}: reused " in again, stage
     assert len(client.search_runs([exp.experiment_id])) == len(runs)  # no new run
+
+    # A re-run that asks for something else is refused before anything runs: nothing of the first is reused for it.
+    other = subprocess.run(["make", "demo", f"DEMO={tmp_path / 'demo'}",
+                            "DEMO_ARGS=--subjects 12 --trials 2 --steps 12"], cwd=REPO, capture_output=True,
+                           text=True, timeout=120,
+                           env={**os.environ, "RAY_ADDRESS": gcs, "MLFLOW_TRACKING_URI": mlflow_server})
+    assert other.returncode == 2 and "holds a demo made with --subjects 10 --trials 2 --steps 12" in other.stderr
+    assert "this run asks for --subjects 12 --trials 2 --steps 12" in other.stderr and "Traceback" not in other.stderr
+    assert len(client.search_runs([exp.experiment_id])) == len(runs)
+
+
+def test_demo_refuses_a_cohort_too_small_and_a_cohort_of_another_size(tmp_path, capsys):
+    from ray_jobs.cli import main
+
+    assert main(["demo", "--out", str(tmp_path / "tiny"), "--subjects", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--subjects 1 gives 1 training and 0 validation subjects" in err and "use --subjects 7 or more" in err
+    assert not (tmp_path / "tiny").exists()  # refused before anything was made
+    # An OUT made before the demo recorded its flags: its cohort's size is what it was made with.
+    assert main(["cohort", "--out", str(tmp_path / "old" / "cohort"), "--subjects", "7", "--seed", "0",
+                 "--matrix", "128"]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--out", str(tmp_path / "old"), "--subjects", "10"]) == 2
+    assert "holds a demo made with --subjects 7; this run asks for --subjects 10" in capsys.readouterr().err

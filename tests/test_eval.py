@@ -124,13 +124,19 @@ def test_eval_by_checkpoint_with_baseline_and_truth(trained, prepared, synthetic
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith(f"report: {out / 'report.md'}")
     start = next(i for i, line in enumerate(lines) if line.startswith("radiogenomic map estimators (fitted on"))
-    assert lines[start - 1].startswith("heldout (") and "program response size" in lines[start - 2]
+    # 3 training and 3 held-out subjects: each split's figures come with the warning that they mean little.
+    assert lines[start - 2].startswith("heldout (3 subjects)") and lines[start - 1].startswith(
+        "warning: the heldout split has 3 subjects, fewer than 8: its rank correlations, AUROCs and p values are "
+        "not meaningful (a rank correlation over 3 subjects has a null SD of 0.71)")
+    assert "program response size" in lines[start - 4] and lines[start - 3].startswith(
+        "warning: the train split has 3 subjects, fewer than 8")
+    assert "warning: the heldout split has 3 subjects" in (out / "report.md").read_text()
     assert len(lines) - 2 - start == 15  # 7 maps without a generator, 4 per model
     assert any(line.startswith("  synthesis-intervention") for line in lines[start:])
     assert not list(tmp_path.glob(".report.*"))  # the temp folder was renamed into place
 
 
-def test_eval_by_run_id_logs_a_child_run(trained, prepared, mlflow_server, tmp_path):
+def test_eval_by_run_id_logs_a_child_run(trained, prepared, mlflow_server, tmp_path, capfd):
     from mlflow import MlflowClient
 
     from radiogen.schema import dataset_fingerprint
@@ -139,6 +145,8 @@ def test_eval_by_run_id_logs_a_child_run(trained, prepared, mlflow_server, tmp_p
     parent = trained.run
     assert evaluate("--run", parent.info.run_id, "--data", str(prepared), "--tracking-uri", mlflow_server,
                     "--runs-dir", str(trained.runs), "--out", str(out), *FAST, *CHEAP_MAPS) == 0
+    printed = "".join(capfd.readouterr())  # quiet: no artifact progress bars, no MLflow run links of its own
+    assert "Downloading artifacts" not in printed and "View run" not in printed, printed[-2000:]
     metrics = check_report(out, n_subjects=6, baseline=False, truth=False, estimators=tuple(CHEAP_MAPS[1].split(",")))
     context = json.loads((out / "metrics.json").read_text())["context"]
     assert context["model"].startswith(f"MLflow run {parent.info.run_id}")

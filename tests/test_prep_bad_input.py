@@ -197,6 +197,16 @@ def test_wrong_orientation_gets_a_hint(bad_cohort: Path, tmp_path: Path, capsys)
     assert "--genes-orientation" in capsys.readouterr().err
 
 
+def test_no_matching_id_names_some_ids_of_each_side(bad_cohort: Path, tmp_path: Path, capsys) -> None:
+    genes = _genes_tsv(tmp_path / "other.tsv", ["PAT-0001", "PAT-0002"])
+    assert main(["--cases", str(bad_cohort / "cases.csv"), "--genes", str(genes), "--out", str(tmp_path / "ds"),
+                 "--workers", "0", *FAST]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    # The ids as the user wrote them, not numpy's repr of them (np.str_('...')).
+    assert "no subject has both an image and genes; no imaging subject id (e.g. ../evil, DUP-GENES, DUP-IMAGE)" in err
+    assert "ids there look like PAT-0001, PAT-0002)" in err and "np.str_" not in err and "[" not in err
+
+
 def test_bad_flags_are_refused(bad_cohort: Path, tmp_path: Path, capsys) -> None:
     base = ["--cases", str(bad_cohort / "cases.csv"), "--genes", str(bad_cohort / "genes.tsv"), "--out", str(tmp_path)]
     for flag, value, message in [("--split", "0.5,0.5,0.5", "summing to 1"), ("--na-policy", "fill", "max-fraction"),

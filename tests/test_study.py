@@ -41,6 +41,12 @@ def test_validation_with_truth_reports_the_responses_their_ceiling_the_floor_and
     plain, _ = validate(state, pairs, 1, tmp_path / "figures", MapReference(
         genes(list(ref["subject_ids"])).numpy(), ref["phenotype"]))
     assert not any(k.startswith(("val/response/", "val/real/")) for k in plain)  # no truth, no response
+    # What a sweep may name as an objective is exactly what validation reports (all of it, with truth and floor).
+    from ray_jobs.loop import validation_metric_names
+
+    always, with_truth = validation_metric_names()
+    assert set(metrics) == always | with_truth
+    assert set(plain) == always - {"val/frechet_floor", "val/frechet_over_floor"}
 
 
 def test_the_study_file_runs_reduced_as_a_grid_and_tabulates_every_objective(drivers_dataset, mlflow_server,

@@ -70,4 +70,4 @@ def test_ui_hint_fits_the_kind_of_store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     assert mlflow_bin.is_file()  # the venv's own mlflow, not whatever `mlflow` PATH finds
-    assert ui_hint(uri) == f"open the tracking UI with: {mlflow_bin} ui --backend-store-uri {uri}"
+    assert ui_hint(uri) == f"open the tracking UI with: {mlflow_bin} ui --backend-store-uri {uri} --host 127.0.0.1"

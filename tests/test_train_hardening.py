@@ -62,6 +62,13 @@ def test_requests_that_cannot_fit_exit_2_before_a_run_exists(prepared, mlflow_se
         assert runs_named(mlflow_server, f"refused-{i}") == []
 
 
+def test_a_negative_validation_size_exits_2_before_a_run_exists(prepared, mlflow_server, tmp_path, capsys):
+    assert train(prepared, tmp_path, mlflow_server, "--local", "--val-size", "-3", name="negative-val") == 2
+    err = capsys.readouterr().err
+    assert "error: --val-size must be >= 0, got -3" in err and "Traceback" not in err
+    assert runs_named(mlflow_server, "negative-val") == []
+
+
 def test_watched_passes_items_and_errors_through():
     from ray_jobs.loop import DataTimeout, watched
 

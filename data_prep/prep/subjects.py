@@ -54,5 +54,8 @@ def no_match_hint(cases: list[SubjectInputs], genes: gt.GeneTable) -> str:
     image_ids, gene_ids = {c.subject_id for c in cases}, set(genes.subjects)
     if not image_ids or not gene_ids or image_ids & gene_ids:
         return ""
-    return (f"; no imaging subject id (e.g. {sorted(image_ids)[:3]}) is in the gene table (ids there look like "
-            f"{sorted(gene_ids)[:3]}) - if the table is samples x genes pass --genes-orientation samples-x-genes")
+    def some(ids: set) -> str:
+        return ", ".join(str(i) for i in sorted(ids)[:3])  # str(): a numpy string's repr is not the id
+
+    return (f"; no imaging subject id (e.g. {some(image_ids)}) is in the gene table (ids there look like "
+            f"{some(gene_ids)}) - if the table is samples x genes pass --genes-orientation samples-x-genes")

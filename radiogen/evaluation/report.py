@@ -43,6 +43,21 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+MIN_SPLIT_SUBJECTS = 8
+"""Below this many subjects a split's rank correlations, AUROCs and p values are reported with a warning: the
+null SD of a rank correlation over n subjects is 1/sqrt(n - 1), 0.38 at 8 and 0.71 at 3."""
+
+
+def small_split_warning(split: str, n: int) -> str | None:
+    """The warning for a split of `n` subjects, or None when it has enough."""
+    if not 0 < n < MIN_SPLIT_SUBJECTS:
+        return None
+    spread = f"a rank correlation over {n} subjects has a null SD of {1 / math.sqrt(n - 1):.2f}" if n > 1 else \
+        "no rank correlation exists over 1 subject"
+    return (f"warning: the {split} split has {n} subject{'s' if n > 1 else ''}, fewer than {MIN_SPLIT_SUBJECTS}: its "
+            f"rank correlations, AUROCs and p values are not meaningful ({spread}); evaluate more subjects")
+
+
 def key_metrics(metrics: dict[str, float], splits: Sequence[str] = ("train", "heldout")) -> list[str]:
     """One line per split with the headline numbers (printed last by `radiogen eval`)."""
     lines = []
@@ -67,6 +82,8 @@ def key_metrics(metrics: dict[str, float], splits: Sequence[str] = ("train", "he
                      f"{fmt(m('model', 'truth', 'response/density'))} decoy "
                      f"{fmt(m('model', 'truth', 'response/decoy'))}")
         lines.append(line)
+        if (warning := small_split_warning(split, int(n))) is not None:
+            lines.append(warning)
     return lines
 
 

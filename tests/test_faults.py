@@ -1,0 +1,202 @@
+"""Faults radiogen promises to survive (docs/reliability.md), on the session's real MLflow server and Ray cluster:
+a full disk while a checkpoint is written, a damaged checkpoint on disk, and two commands starting at once on a
+new sqlite tracking store."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+from pathlib import Path
+
+
+from .helpers import REPO
+from .test_train import run_of, steps_of, train, train_args
+
+
+def test_a_full_disk_during_a_checkpoint_write_fails_clearly_and_a_rerun_resumes(prepared, mlflow_server, tmp_path,
+                                                                                 capsys, monkeypatch) -> None:
+    import ray_jobs.loop as loop
+    from radiogen.checkpoint import load_checkpoint
+
+    real, calls = loop.save_checkpoint, []
+
+    def disk_full(path, state, extra=None):
+        calls.append(state.step)
+        if len(calls) == 2:  # the second checkpoint: half a file, then the disk is full
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, state, extra)
+
+    monkeypatch.setattr(loop, "save_checkpoint", disk_full)
+    assert train(prepared, tmp_path, mlflow_server, "--local", name="full-disk") == 1
+    err = capsys.readouterr().err
+    assert "error: run full-disk: could not write the checkpoint of step 12 (No space left on device); the " \
+           "previous checkpoint stays as it was" in err and "Traceback" not in err
+    kept = sorted((tmp_path / "full-disk" / "checkpoints").iterdir())
+    assert [p.name for p in kept] == ["step_00000006"]  # nothing half-written beside it
+    assert load_checkpoint(kept[0] / "state.pt")[0].step == 6
+    assert run_of(mlflow_server, "full-disk")[1].info.status == "FAILED"
+
+    monkeypatch.setattr(loop, "save_checkpoint", real)  # space freed
+    assert train(prepared, tmp_path, mlflow_server, "--local", name="full-disk") == 0
+    assert "resumed from " in capsys.readouterr().out
+    client, run = run_of(mlflow_server, "full-disk")
+    assert run.info.status == "FINISHED" and steps_of(client, run.info.run_id, "val/l1_background") == [6, 12]
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_one_before_it_or_is_refused(prepared, mlflow_server, tmp_path,
+                                                                           capsys, monkeypatch) -> None:
+    import ray_jobs.loop as loop
+
+    real = loop.save_checkpoint
+
+    def stopped_at_18(path, state, extra=None):
+        if state.step == 18:  # the run is stopped (an interrupt) after its checkpoints of steps 6 and 12
+            raise KeyboardInterrupt
+        return real(path, state, extra)
+
+    monkeypatch.setattr(loop, "save_checkpoint", stopped_at_18)
+    assert train(prepared, tmp_path, mlflow_server, "--local", name="damaged", steps=18) != 0
+    monkeypatch.setattr(loop, "save_checkpoint", real)
+    checkpoints = tmp_path / "damaged" / "checkpoints"
+    older, newest = checkpoints / "step_00000006" / "state.pt", checkpoints / "step_00000012" / "state.pt"
+    kept = older.read_bytes()
+
+    for state in (older, newest):  # every kept checkpoint damaged: refused with a message, never a torch.load crash
+        state.write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    assert train(prepared, tmp_path, mlflow_server, "--local", name="damaged", steps=18) == 1
+    err = capsys.readouterr().err
+    assert f"cannot resume: {older} is damaged (truncated or corrupted" in err
+    assert "no earlier checkpoint is kept" in err and "Traceback" not in err
+
+    older.write_bytes(kept)  # the older one intact, the newest cut short
+    newest.write_bytes(kept[: len(kept) // 2])
+    assert train(prepared, tmp_path, mlflow_server, "--local", name="damaged", steps=18) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {newest} is damaged (truncated or corrupted" in out
+    assert f"resuming from the checkpoint before it, {older.parent}" in out and "at step 6," in out
+    assert run_of(mlflow_server, "damaged")[1].info.status == "FINISHED"
+
+
+def test_two_trainings_start_at_once_on_a_new_sqlite_store(prepared, tmp_path) -> None:
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    procs = [subprocess.Popen([sys.executable, "-m", "ray_jobs.cli", "train", "--local",
+                               *train_args(prepared, tmp_path / "runs", name=f"twin-{k}", steps=2),
+                               "--tracking-uri", uri], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for k in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outs)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("radiogen").experiment_id])
+    assert sorted(r.data.tags["radiogen.run_name"] for r in runs) == ["twin-0", "twin-1"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+
+def _sweep_command(prepared: Path, tmp_path: Path, name: str, uri: str, **fields) -> list[str]:
+    from .test_sweep import sweep_args, sweep_file
+
+    folder = tmp_path / name
+    folder.mkdir()
+    config = sweep_file(folder, **{"trials": 2, "max_steps": 6, "asha": {"grace_period": 3, "reduction_factor": 2},
+                                   **fields})
+    return [sys.executable, "-m", "ray_jobs.cli", "sweep",
+            *sweep_args(prepared, tmp_path / "runs", uri, config, name, "--name", name)]
+
+
+def test_two_sweeps_at_once_share_one_ray_cluster_and_one_new_sqlite_store(prepared, ray_cluster, tmp_path) -> None:
+    from mlflow import MlflowClient
+    from ray.util.placement_group import placement_group_table
+
+    gcs = ray_cluster.get_runtime_context().gcs_address
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    env = {**__import__("os").environ, "RAY_ADDRESS": gcs}
+    procs = [subprocess.Popen(_sweep_command(prepared, tmp_path, name, uri), cwd=REPO, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for name in ("left", "right")]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    client = MlflowClient(uri)
+    for name in ("left", "right"):
+        runs = client.search_runs([client.get_experiment_by_name(f"sweep-{name}").experiment_id])
+        parent = [r for r in runs if r.data.tags.get("radiogen.sweep_role") == "parent"]
+        assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+        assert len(children) == 2 and all(c.info.status in ("FINISHED", "KILLED") for c in children), name
+    # Every placement group the two sweeps' trials reserved is released: none left holding the cluster's CPUs.
+    held = {g: t["state"] for g, t in placement_group_table().items() if t["state"] not in ("REMOVED",)}
+    assert held == {}
+
+
+def test_a_killed_trial_worker_is_said_and_the_trial_restarts_from_its_checkpoint(prepared, ray_cluster,
+                                                                                  mlflow_server, tmp_path) -> None:
+    import os
+    import signal
+    import time
+
+    from ray.util.state import list_actors
+
+    gcs = ray_cluster.get_runtime_context().gcs_address
+    cmd = _sweep_command(prepared, tmp_path, "killed", mlflow_server, trials=1, max_steps=12, report_every=3)
+    proc = subprocess.Popen(cmd + ["--max-concurrent", "1"], cwd=REPO, env={**os.environ, "RAY_ADDRESS": gcs},
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    tune = tmp_path / "runs" / "sweeps" / "killed"
+    deadline = time.time() + 300
+    while not list(tune.rglob("checkpoint_000000")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)  # the trial has committed its first checkpoint
+    trials = [a for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+              if "ImplicitFunc" in a.class_name]
+    assert len(trials) == 1, [a.class_name for a in list_actors(filters=[("state", "=", "ALIVE")])]
+    os.kill(trials[0].pid, signal.SIGKILL)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out[-3000:]
+    said = [line for line in out.splitlines() if " failed (" in line]
+    assert len(said) == 1 and "restarts from its last checkpoint" in said[0], out
+    assert "died" in said[0].lower() or "sigkill" in said[0].lower(), said[0]  # the reason, not only a path
+    assert " finished at step 12" in out  # the restarted trial completed its budget
+
+
+def test_an_mlflow_outage_mid_run_loses_no_metric(prepared, tmp_path) -> None:
+    import os
+    import signal
+    import time
+
+    from mlflow import MlflowClient
+
+    from .conftest import free_port, start_mlflow_server, stop_mlflow_server
+
+    root, port = tmp_path / "mlflow", free_port()
+    root.mkdir()
+    server = start_mlflow_server(root, port)
+    uri = f"http://127.0.0.1:{port}"
+    steps = 30
+    cmd = [sys.executable, "-m", "ray_jobs.cli", "train", "--local", "--tracking-uri", uri,
+           *train_args(prepared, tmp_path / "runs", name="outage", steps=steps)]
+    proc = subprocess.Popen(cmd, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+    try:
+        checkpoints = tmp_path / "runs" / "outage" / "checkpoints"
+        deadline = time.time() + 180
+        while not any(checkpoints.glob("step_*")) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None, "the run ended before the outage; the test needs a longer run"
+        stop_mlflow_server(server, signal.SIGKILL)  # the tracking server dies while the run trains on
+        time.sleep(2)
+        server = start_mlflow_server(root, port)  # and comes back on the same store
+        out = proc.communicate(timeout=300)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    try:
+        assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
+        client = MlflowClient(uri)
+        run = client.search_runs([client.get_experiment_by_name("radiogen").experiment_id])[0]
+        assert run.info.status == "FINISHED"
+        logged = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss/G/total"))
+        assert logged == list(range(2, steps + 1, 2))  # every step once: none lost, none twice
+    finally:
+        stop_mlflow_server(server)
