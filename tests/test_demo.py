@@ -23,7 +23,7 @@ def make_demo(out_dir, gcs: str, uri: str) -> str:
     return res.stdout + res.stderr
 
 
-def test_make_demo_runs_every_stage_quietly_and_reuses_them(ray_cluster, mlflow_server, tmp_path):
+def test_make_demo_runs_every_stage_quietly_and_reuses_them(ray_cluster, mlflow_server, tmp_path, capsys):
     from mlflow import MlflowClient
 
     gcs = ray_cluster.get_runtime_context().gcs_address
@@ -67,12 +67,12 @@ def test_make_demo_runs_every_stage_quietly_and_reuses_them(ray_cluster, mlflow_
     assert len(client.search_runs([exp.experiment_id])) == len(runs)  # no new run
 
     # A re-run that asks for something else is refused before anything runs: nothing of the first is reused for it.
-    other = subprocess.run(["make", "demo", f"DEMO={tmp_path / 'demo'}",
-                            "DEMO_ARGS=--subjects 12 --trials 2 --steps 12"], cwd=REPO, capture_output=True,
-                           text=True, timeout=120,
-                           env={**os.environ, "RAY_ADDRESS": gcs, "MLFLOW_TRACKING_URI": mlflow_server})
-    assert other.returncode == 2 and "holds a demo made with --subjects 10 --trials 2 --steps 12" in other.stderr
-    assert "this run asks for --subjects 12 --trials 2 --steps 12" in other.stderr and "Traceback" not in other.stderr
+    from ray_jobs.cli import main
+
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--subjects", "12", "--trials", "2", "--steps", "12"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a demo made with --subjects 10 --trials 2 --steps 12" in err and "Traceback" not in err
+    assert "this run asks for --subjects 12 --trials 2 --steps 12" in err
     assert len(client.search_runs([exp.experiment_id])) == len(runs)
 
 

@@ -116,7 +116,7 @@ def test_two_sweeps_at_once_share_one_ray_cluster_and_one_new_sqlite_store(prepa
     gcs = ray_cluster.get_runtime_context().gcs_address
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     env = {**__import__("os").environ, "RAY_ADDRESS": gcs}
-    procs = [subprocess.Popen(_sweep_command(prepared, tmp_path, name, uri), cwd=REPO, env=env, text=True,
+    procs = [subprocess.Popen(_sweep_command(prepared, tmp_path, name, uri, trials=1), cwd=REPO, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for name in ("left", "right")]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
@@ -126,7 +126,7 @@ def test_two_sweeps_at_once_share_one_ray_cluster_and_one_new_sqlite_store(prepa
         parent = [r for r in runs if r.data.tags.get("radiogen.sweep_role") == "parent"]
         assert len(parent) == 1 and parent[0].info.status == "FINISHED"
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
-        assert len(children) == 2 and all(c.info.status in ("FINISHED", "KILLED") for c in children), name
+        assert len(children) == 1 and children[0].info.status == "FINISHED", name
     # Every placement group the two sweeps' trials reserved is released: none left holding the cluster's CPUs.
     held = {g: t["state"] for g, t in placement_group_table().items() if t["state"] not in ("REMOVED",)}
     assert held == {}
@@ -176,8 +176,11 @@ def test_an_mlflow_outage_mid_run_loses_no_metric(prepared, tmp_path) -> None:
     steps = 30
     cmd = [sys.executable, "-m", "ray_jobs.cli", "train", "--local", "--tracking-uri", uri,
            *train_args(prepared, tmp_path / "runs", name="outage", steps=steps)]
+    # The MLflow client's own retries back off 2 s, 4 s, 8 s... (default 4 s, 8 s, 16 s...): the run then waits out
+    # the few seconds of outage instead of a minute. What is under test is that nothing is lost.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.Popen(cmd, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+                            env={**env, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"})
     try:
         checkpoints = tmp_path / "runs" / "outage" / "checkpoints"
         deadline = time.time() + 180
@@ -193,6 +196,9 @@ def test_an_mlflow_outage_mid_run_loses_no_metric(prepared, tmp_path) -> None:
             proc.kill()
     try:
         assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
+        # Quiet: MLflow's INFO lines, artifact progress bars and run links stay out of the command's output.
+        assert not [line for line in out.splitlines() if "INFO mlflow" in line or "View run" in line
+                    or "Downloading artifacts" in line or "Uploading artifacts" in line], out[-3000:]
         client = MlflowClient(uri)
         run = client.search_runs([client.get_experiment_by_name("radiogen").experiment_id])[0]
         assert run.info.status == "FINISHED"
@@ -200,3 +206,18 @@ def test_an_mlflow_outage_mid_run_loses_no_metric(prepared, tmp_path) -> None:
         assert logged == list(range(2, steps + 1, 2))  # every step once: none lost, none twice
     finally:
         stop_mlflow_server(server)
+
+
+def test_the_fault_matrix_names_tests_that_exist() -> None:
+    """docs/reliability.md stays true: every test it names for a promise is a test of the suite."""
+    import re
+
+    text = (REPO / "docs" / "reliability.md").read_text()
+    named = re.findall(r"(tests/\w+\.py)(?:::(\w+))?", text)
+    assert len(named) >= 15
+    for path, name in named:
+        source = (REPO / path).read_text()
+        assert not name or f"def {name}(" in source, f"{path}::{name}"
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| fault")
+            and not line.startswith("| rule") and "---" not in line]
+    assert all("tests/" in row or "`::" in row for row in rows), [r for r in rows if "tests/" not in r]

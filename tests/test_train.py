@@ -147,7 +147,7 @@ def test_two_workers_with_default_flags_fit_the_cluster(prepared, mlflow_server,
     output = res.stdout + res.stderr
     assert "data: memory (" in output and "step 12/12: " in output and "trained steps 0 -> 12 in " in output
     for chatter in ("Running Dataset", "Execution plan of Dataset", "logging_progress", "Reporting training result",
-                    "Requesting resources", "Downloading artifacts", "row/s]"):
+                    "Requesting resources", "Downloading artifacts", "row/s]", "core_worker", "View run"):
         assert chatter not in output, chatter
     assert len(output.splitlines()) < 30, output
     log_file = next(line.split()[1].rstrip(",") for line in res.stdout.splitlines() if line.startswith("logs: "))
