@@ -13,8 +13,8 @@ from pathlib import Path
 
 from radiogen.cli import source_docstring
 
-from .constants import (COHORT_FORMATS, DEFAULT_DESIGN, DEFAULT_GENES, DEFAULT_NA_FRACTION, DESIGNS,
-                        GENE_ORIENTATIONS, USE_RAY)
+from .constants import (COHORT_FORMATS, DEFAULT_DESIGN, DEFAULT_GENES, DEFAULT_NA_FRACTION, DEFAULT_SEED,
+                        DEFAULT_SPLIT, DESIGNS, GENE_ORIENTATIONS, USE_RAY)
 
 
 def add_cohort_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -84,9 +84,10 @@ def add_prep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--voi-mm", type=float, default=60.0, help="VOI side in mm (default 60)")
     p.add_argument("--bg-vois", type=int, default=2, help="background VOIs per subject (default 2; 0 = none)")
     p.add_argument("--bg-slices", type=int, default=20, help="random planes per background VOI (default 20)")
-    p.add_argument("--split", type=split_fractions, default=(0.7, 0.15, 0.15),
+    p.add_argument("--split", type=split_fractions, default=DEFAULT_SPLIT,
                    help="train,val,test (default 0.7,0.15,0.15)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and of background sampling (default 0)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help=f"seed of the split and of background sampling (default {DEFAULT_SEED})")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="CPUs prep uses: of the local Ray cluster it starts, or SimpleITK threads when it runs "
                         "subjects in this process (default: all); 0 = in this process without Ray (debugging)")

@@ -33,7 +33,6 @@ from .constants import COHORT_FORMATS, DEFAULT_DESIGN, DEFAULT_GENES, DEFAULT_NA
 from .gene_model import PROGRAMS, check_design, genes_tsv, simulate_expression, stream
 from .phantom import PROGRAM_EFFECTS, Grid, synthesize_subject
 
-FORMATS = COHORT_FORMATS
 Format = Literal["nifti", "tcia"]
 
 
@@ -47,8 +46,8 @@ def _check_args(*, subjects: int, genes: int, na_fraction: float, matrix: int = 
                          f"got {na_fraction}")
     if not 64 <= matrix <= 1024:
         raise ValueError(f"--matrix (in-plane voxels) must be between 64 and 1024, got {matrix}")
-    if fmt not in FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt not in COHORT_FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(COHORT_FORMATS)}, got {fmt!r}")
 
 
 def _write_nifti(path: Path, array: np.ndarray, grid: Grid, origin: tuple[float, float, float]) -> None:

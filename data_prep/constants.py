@@ -23,5 +23,10 @@ DEFAULT_NA_FRACTION = 0.05
 GENE_ORIENTATIONS: tuple[str, ...] = ("genes-x-samples", "samples-x-genes")
 """Layouts of a gene table: GEO's genes x samples, or samples x genes."""
 
+DEFAULT_SPLIT: tuple[float, float, float] = (0.7, 0.15, 0.15)
+"""`radiogen prep --split`: train, val and test fractions of the subjects."""
+DEFAULT_SEED = 0
+"""`radiogen prep --seed`: of the split and of background sampling."""
+
 USE_RAY: tuple[str, ...] = ("auto", "always")
 """`radiogen prep --ray`: auto (Ray only where it is expected to pay off) or always."""

@@ -34,7 +34,6 @@ from .constants import GENE_ORIENTATIONS
 
 NA_TOKENS = ("", "NA", "NaN", "nan", "N/A", "n/a", "null", "NULL")
 Orientation = Literal["genes-x-samples", "samples-x-genes"]
-ORIENTATIONS = GENE_ORIENTATIONS
 
 
 class GeneTableError(ValueError):
@@ -102,8 +101,8 @@ def read_gene_table(path: str | Path, orientation: Orientation = "genes-x-sample
     import pandas as pd
 
     path = Path(path)
-    if orientation not in ORIENTATIONS:
-        raise GeneTableError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
+    if orientation not in GENE_ORIENTATIONS:
+        raise GeneTableError(f"orientation must be one of {GENE_ORIENTATIONS}, got {orientation!r}")
     lines = [ln for ln in _read_text(path).splitlines() if ln.strip() and not ln.startswith(("!", "#"))]
     if len(lines) < 2:
         raise GeneTableError(f"gene table {path} has no data rows (a header and at least one row are needed)")

@@ -74,19 +74,23 @@ def test_module_takes_exactly_the_flags_of_its_radiogen_command(command):
 
 
 def test_light_argument_definitions_read_the_constants_the_modules_use():
-    from data_prep import cohort, constants, gene_model, gene_table, prep
+    from pathlib import Path
 
-    assert cohort.FORMATS is constants.COHORT_FORMATS and gene_table.ORIENTATIONS is constants.GENE_ORIENTATIONS
+    from data_prep import constants, gene_model, gene_table, prep
+
     assert gene_model.DESIGNS is constants.DESIGNS and prep.USE_RAY is constants.USE_RAY
+    assert prep.PrepOptions(out=Path("o"), genes=Path("g")).split == constants.DEFAULT_SPLIT
+    assert prep.PrepParams().seed == constants.DEFAULT_SEED
     parser = build_parser()
     cohort_args = parser.parse_args(["cohort", "--out", "o", "--subjects", "2", "--seed", "0"])
     assert (cohort_args.genes, cohort_args.na_fraction, cohort_args.design) == (
         constants.DEFAULT_GENES, constants.DEFAULT_NA_FRACTION, constants.DEFAULT_DESIGN)
     # The constants module stays light: the parser reads it for `radiogen --help`.
     code = "import sys, data_prep.constants; print(sorted(m for m in ('numpy', 'SimpleITK') if m in sys.modules))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
     args = build_parser().parse_args(["prep", "--cases", "c.csv", "--genes", "g.tsv", "--out", "o"])
-    assert args.na_policy == gene_table.NaPolicy() and args.split == (0.7, 0.15, 0.15)
+    assert args.na_policy == gene_table.NaPolicy() and args.split == (0.7, 0.15, 0.15) and args.seed == 0
 
 
 def test_config_prints_resolved_yaml(capsys):

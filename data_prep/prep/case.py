@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from data_prep.constants import DEFAULT_SEED
 from data_prep.readers import SubjectError, SubjectInputs
 from radiogen.schema import HU_WINDOW
 
@@ -48,7 +49,7 @@ class PrepParams:
     """... and at most this far (paper: 25)."""
     hu_window: tuple[float, float] = HU_WINDOW
     """HU clipped to this window, then scaled to [-1, 1]."""
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     """Seed of background centres and plane choice (per subject) and of the split."""
 
     def cache_dict(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep import gene_table as gt
+from data_prep.constants import DEFAULT_SPLIT
 
 from .case import PrepParams
 
@@ -21,7 +22,7 @@ class PrepOptions:
     tcia_root: Path | None = None
     """... a TCIA folder tree."""
     params: PrepParams = field(default_factory=PrepParams)
-    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split: tuple[float, float, float] = DEFAULT_SPLIT
     na_policy: gt.NaPolicy = field(default_factory=gt.NaPolicy)
     genes_orientation: gt.Orientation = "genes-x-samples"
     workers: int = 2
