@@ -59,28 +59,33 @@ class StageFailed(RuntimeError):
     pass
 
 
-MIN_VAL_SUBJECTS = 3  # the sweep's map objective needs 3 validation subjects (sweep.check_objectives)
 MIN_TRAIN_SUBJECTS = 2  # gene statistics need a spread over the training split (prep)
 
 
 def check_request(args: argparse.Namespace, out: Path) -> None:
     """Refuse, before anything runs, a cohort too small for the demo's sweep, and a rerun whose flags differ from
     what OUT was made with (its stages would be reused for another request). Records the request in OUT."""
+    from data_prep.constants import DEFAULT_SEED, DEFAULT_SPLIT
     from data_prep.gene_model import subject_id
     from data_prep.prep.splits import assign_splits
+    from radiogen.evaluation.objective import MIN_SUBJECTS  # what the sweep's map objective needs to validate
 
     def counts(n: int) -> tuple[int, int]:
-        # prep's split rule on the cohort's ids (seed 0, the default fractions): known before any file exists.
-        got = list(assign_splits([subject_id(j) for j in range(n)], (0.7, 0.15, 0.15), 0).values())
+        # prep's split rule on the cohort's ids (the demo preps with the default split and seed): known before any
+        # file exists.
+        got = list(assign_splits([subject_id(j) for j in range(n)], DEFAULT_SPLIT, DEFAULT_SEED).values())
         return got.count("train"), got.count("val")
 
-    train, val = counts(args.subjects)
-    if train < MIN_TRAIN_SUBJECTS or val < MIN_VAL_SUBJECTS:
+    def enough(n: int) -> bool:
+        train, val = counts(n)
+        return train >= MIN_TRAIN_SUBJECTS and val >= MIN_SUBJECTS
+
+    if not enough(args.subjects):
         # Adding subjects never moves one between splits, so the smallest size that works is a fixed number.
-        enough = next(n for n in range(args.subjects, 1000) if min(counts(n)[0] - MIN_TRAIN_SUBJECTS,
-                                                                    counts(n)[1] - MIN_VAL_SUBJECTS) >= 0)
+        smallest = next(n for n in range(args.subjects, 1000) if enough(n))
+        train, val = counts(args.subjects)
         raise StageFailed(f"--subjects {args.subjects} gives {train} training and {val} validation subjects; the "
-                          f"demo's sweep needs {MIN_TRAIN_SUBJECTS} and {MIN_VAL_SUBJECTS}: use --subjects {enough} "
+                          f"demo's sweep needs {MIN_TRAIN_SUBJECTS} and {MIN_SUBJECTS}: use --subjects {smallest} "
                           f"or more (default 30)")
     asked = {"subjects": args.subjects, "trials": args.trials, "steps": args.steps}
     path = out / "demo.json"
@@ -137,16 +142,6 @@ def sweep_file(out: Path, trials: int | None, steps: int | None) -> Path:
     return path
 
 
-def estimator_list(args: argparse.Namespace) -> list[str]:
-    """The map estimators the demo's evaluation runs: --estimators, else all of `radiogen eval`'s default."""
-    from .eval import add_arguments as eval_arguments
-
-    parser = argparse.ArgumentParser()
-    eval_arguments(parser)
-    chosen = args.estimators or parser.get_default("estimators")
-    return [e.strip() for e in chosen.split(",") if e.strip()]
-
-
 def finished_run(uri: str, name: str):
     """The FINISHED MLflow run named `name` in the demo's experiment, or None."""
     from mlflow import MlflowClient
@@ -199,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
     """`radiogen demo`: each stage runs its `radiogen` command in this process, skipped where its result exists."""
     # In-process, not subprocesses: the Ray session the sweep starts serves the baseline's training too.
     from .cli import main as radiogen
+    from .eval import DEFAULT_ESTIMATORS
     from .quiet import quiet_logs, release_ray
     from .tracking import default_tracking_uri, ui_hint
 
@@ -281,11 +277,11 @@ def run(args: argparse.Namespace) -> int:
                 if done.is_file():
                     # Reused only for the same best trial, baseline, permutations and estimators: a resumed sweep may
                     # have another best, and a rerun may ask for other tests.
-                    context = json.loads(done.read_text())["context"]
-                    if (best["run_id"] in context["model"] and baseline_id in context["baseline"]
-                            and f"{args.n_perm} permutations " in context["settings"]
-                            and context["map estimators"].startswith(f"{', '.join(estimator_list(args))};")):
-                        return json.loads(done.read_text())["metrics"], f"reused {report_dir / 'report.md'}"
+                    report = json.loads(done.read_text())
+                    want = {"run": best["run_id"], "baseline": baseline_id, "n_perm": args.n_perm,
+                            "estimators": args.estimators or ",".join(DEFAULT_ESTIMATORS)}
+                    if all(report.get("args", {}).get(k) == v for k, v in want.items()):
+                        return report["metrics"], f"reused {report_dir / 'report.md'}"
                 check(radiogen(["eval", "--run", best["run_id"], "--baseline", baseline_id, "--data", str(data),
                                 "--truth", str(cohort / "truth.json"), "--out", str(report_dir), "--runs-dir",
                                 str(out), "--tracking-uri", uri, "--n-perm", str(args.n_perm),

@@ -24,6 +24,12 @@ WEIGHTS_ARTIFACT = "generator_ema_weights.pt"  # logged beside the model by ray_
 EVAL_EXPERIMENT = "radiogen-eval"  # for a bare checkpoint, which has no training run to nest its eval run under
 
 
+DEFAULT_ESTIMATORS = ("direct", "classical", "classical-k4", "classical-k8", "classical-k16", "regressor-lasso",
+                      "regressor-kernel", "synthesis-correlation", "synthesis-intervention",
+                      "synthesis-intervention-module", "synthesis-gradient")
+"""Every map estimator (radiogen.evaluation.estimators.ESTIMATORS), named here so that `--help` stays light."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of `radiogen eval` (argparse only)."""
     # Exactly one model; --baseline below takes either form (a path that exists is a checkpoint, else a run id).
@@ -44,10 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "values")
     p.add_argument("--truth-partial", action="store_true",
                    help="score a truth whose genes only partly match the dataset's (the overlap is printed)")
-    p.add_argument("--estimators", default=",".join(("direct", "classical", "classical-k4", "classical-k8",
-                                                      "classical-k16", "regressor-lasso", "regressor-kernel",
-                                                      "synthesis-correlation", "synthesis-intervention",
-                                                      "synthesis-intervention-module", "synthesis-gradient")),
+    p.add_argument("--estimators", default=",".join(DEFAULT_ESTIMATORS),
                    help="comma-separated map estimators of the table (default: all)")
     p.add_argument("--map-backgrounds", type=int, default=4,
                    help="fixed backgrounds the generator's map estimators draw over (default 4)")
@@ -303,7 +306,10 @@ def run(args: argparse.Namespace) -> int:
                                                             estimators=ev.estimators))
             (folder / "metrics.json").write_text(json.dumps(_json_ready(
                 {"context": context, "metrics": ev.metrics, "figures": ev.figures, "top_links": ev.top_links,
-                 "feature_names": ev.feature_names, "estimators": [asdict(r) for r in ev.estimators]}), indent=1)
+                 "feature_names": ev.feature_names, "estimators": [asdict(r) for r in ev.estimators],
+                 # The flags as parsed: what a caller (the demo) compares to reuse a report of the same request.
+                 "args": {k: v if v is None or isinstance(v, (bool, int, float)) else str(v)
+                          for k, v in vars(args).items()}}), indent=1)
                 + "\n")
             return ev
 
