@@ -22,6 +22,12 @@ class CheckpointError(ValueError):
     disk); the message names the file and what to do."""
 
 
+def write_failed(step: int, err: OSError, where: str | Path) -> CheckpointError:
+    """The error of a checkpoint that could not be written (a full disk): the earlier checkpoints are untouched."""
+    return CheckpointError(f"could not write the checkpoint of step {step} to {where} ({err.strerror}); the previous "
+                           f"checkpoint stays as it was: free space and run again with the same --name to resume")
+
+
 def save_checkpoint(path: str | Path, state: TrainState, extra: dict[str, Any] | None = None) -> Path:
     """Write atomically (temp file + rename): a crash leaves the previous file, never half of one.
 

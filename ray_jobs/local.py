@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from radiogen.checkpoint import CheckpointError
+from radiogen.checkpoint import write_failed
 from radiogen.data import LocalSource, Slices
 from radiogen.publish import building
 
@@ -49,8 +49,6 @@ class LocalSession:
                 for item in checkpoint_dir.iterdir():
                     shutil.move(item, staging / item.name)  # a rename when scratch and runs share a filesystem
         except OSError as err:  # a full disk while copying across filesystems: the earlier checkpoints stay
-            raise CheckpointError(f"could not write the checkpoint of step {step} to {self.checkpoints} "
-                                  f"({err.strerror}); the previous checkpoint stays as it was: free space and run "
-                                  f"again with the same --name to resume") from None
+            raise write_failed(step, err, self.checkpoints) from None
         for old in sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)

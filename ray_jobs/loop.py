@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from radiogen import schema
-from radiogen.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from radiogen.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_failed
 from radiogen.config import ExperimentConfig, to_dict
 from radiogen.data import GeneLookup, MismatchPool, Slices, assemble_batch, decode_pairs
 from radiogen.figures import fig2_grid, save_figure
@@ -351,9 +351,7 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
                 save_checkpoint(ckpt / STATE_FILE, state, extra={"epoch": epoch, "run_id": settings.run_id})
                 (ckpt / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
             except OSError as err:  # a full disk: the previous checkpoint is untouched and a rerun resumes from it
-                raise CheckpointError(f"could not write the checkpoint of step {state.step} ({err.strerror}); the "
-                                      f"previous checkpoint stays as it was: free space and run again with the same "
-                                      f"--name to resume") from None
+                raise write_failed(state.step, err, scratch) from None
         pending.clear()
         last = records[-1]["metrics"] if records else {}
         phases.mark("first_report")

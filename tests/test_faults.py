@@ -32,8 +32,9 @@ def test_a_full_disk_during_a_checkpoint_write_fails_clearly_and_a_rerun_resumes
     monkeypatch.setattr(loop, "save_checkpoint", disk_full)
     assert train(prepared, tmp_path, mlflow_server, "--local", name="full-disk") == 1
     err = capsys.readouterr().err
-    assert "error: run full-disk: could not write the checkpoint of step 12 (No space left on device); the " \
-           "previous checkpoint stays as it was" in err and "Traceback" not in err
+    assert "error: run full-disk: could not write the checkpoint of step 12 to " in err and "Traceback" not in err
+    assert " (No space left on device); the previous checkpoint stays as it was: free space and run again with the " \
+           "same --name to resume" in err
     kept = sorted((tmp_path / "full-disk" / "checkpoints").iterdir())
     assert [p.name for p in kept] == ["step_00000006"]  # nothing half-written beside it
     assert load_checkpoint(kept[0] / "state.pt")[0].step == 6
