@@ -177,12 +177,8 @@ def realism_report(real_images: np.ndarray, real_masks: np.ndarray,
         frechet = frechet_distance(real, fake)
     else:
         frechet = float("nan")
-    return {
-        "frechet_radiomic": frechet,
-        "speckle_ratio": speckle_ratio(real_images, real_masks, fake_images, fake_masks),
-        "fake_empty_mask_fraction": _empty_fraction(fake_masks),
-        "real_empty_mask_fraction": _empty_fraction(real_masks),
-    }
+    return dict(zip(REALISM_KEYS, (frechet, speckle_ratio(real_images, real_masks, fake_images, fake_masks),
+                                   _empty_fraction(fake_masks), _empty_fraction(real_masks))))
 
 
 def high_frequency_rms(images: np.ndarray, masks: np.ndarray, sigma: float = 1.0) -> np.ndarray:

@@ -131,7 +131,7 @@ def quiet_mlflow() -> None:
     """In a driver within quiet_logs: MLflow's artifact progress bars off, and MLflow's and Optuna's log records
     into the log file. Both install their own console handler on import or first use, so import them here, drop
     Optuna's, and capture both loggers again."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_mlflow_env()
     import mlflow  # noqa: F401
     import optuna
 

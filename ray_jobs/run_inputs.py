@@ -14,6 +14,7 @@ from typing import Any
 from radiogen import schema
 from radiogen.config import ExperimentConfig, to_dict
 from radiogen.data import check_compatible, pool_records, read_records
+from radiogen.evaluation.objective import MIN_SUBJECTS
 
 from .loop import Records, RunSettings
 from .map_reference import frechet_floor, map_reference
@@ -82,7 +83,8 @@ def read_inputs(data: Path, manifest: dict, image_size: int, val_size: int, trai
         # A sweep's driver has the training split in hand already (direct trials): no second read of it.
         validation["frechet_floor"] = frechet_floor(data, validation["nodules"], image_size, split.get("nodule"))
         if not validation["map"]:
-            print("warning: the validation split has fewer than 3 subjects with nodules; val/map_objective is off")
+            print(f"warning: the validation split has fewer than {MIN_SUBJECTS} subjects with nodules; "
+                  f"val/map_objective is off")
     return TrainingInputs(data, manifest, matrix, validation, pool_records(data), schema.slice_files(data, manifest),
                           split)
 

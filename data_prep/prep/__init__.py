@@ -30,13 +30,13 @@ The stages, one module each (data flows down this list):
   prep        the orchestration (run_prep) and the command
 """
 
-from .case import PREP_VERSION, PrepParams, SubjectResult, process_subject
 from data_prep.constants import USE_RAY
-from .options import PrepError, PrepOptions
-from .prep import main, options_from_args, register_cli, run_command, run_prep
-from .report import outcome_lines, summary
-from .splits import assign_splits, seed_with_splits, split_counts
 
-__all__ = ["PREP_VERSION", "USE_RAY", "PrepError", "PrepOptions", "PrepParams", "SubjectResult", "assign_splits",
-           "main", "options_from_args", "outcome_lines", "process_subject", "register_cli", "run_command",
-           "run_prep", "seed_with_splits", "split_counts", "summary"]
+from .case import PrepParams, SubjectResult, process_subject
+from .options import PrepError, PrepOptions
+from .prep import main, run_command, run_prep
+from .report import outcome_lines
+from .splits import assign_splits, seed_with_splits
+
+__all__ = ["USE_RAY", "PrepError", "PrepOptions", "PrepParams", "SubjectResult", "assign_splits", "main",
+           "outcome_lines", "process_subject", "run_command", "run_prep", "seed_with_splits"]

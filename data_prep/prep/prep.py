@@ -15,7 +15,7 @@ from data_prep import gene_table as gt
 from data_prep import readers
 from data_prep.constants import USE_RAY
 from radiogen import schema
-from radiogen.publish import building, recover
+from radiogen.publish import building
 
 from .cache import SubjectCache, fingerprint_all
 from .case import PrepParams
@@ -53,9 +53,7 @@ def run_prep(opts: PrepOptions) -> dict:
     if opts.use_ray not in USE_RAY:
         raise PrepError(f"use_ray must be one of {', '.join(USE_RAY)}, got {opts.use_ray!r}")
     out = opts.out.resolve()
-    _check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    recover(out)  # before anything reads --out: a killed earlier run may have left it moved aside
+    _check_out(out)  # `building` below first restores a dataset a killed earlier run left moved aside
 
     try:
         table = gt.read_gene_table(opts.genes, opts.genes_orientation)
