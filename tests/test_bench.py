@@ -20,7 +20,7 @@ def test_bench_writes_json_and_table_of_ratios(prepared, ray_cluster, tmp_path, 
     printed = capsys.readouterr().out
     # Quiet: one line per stage, the table and where it was written; the trainings' own output is in the logs.
     assert "bench ingest: 5 measure(s) in" in printed and "bench train: 6 measure(s) in" in printed
-    assert "step 60/60" not in printed and "step 60/60" in (out / "logs" / "train.log").read_text()
+    assert "step 20/20" not in printed and "step 20/20" in (out / "logs" / "train.log").read_text()
     report = json.loads((out / "bench.json").read_text())
     assert report["failed"] == [] and report["machine"]["cpus"] >= 1 and report["quick"] is True
     measures = report["measures"]

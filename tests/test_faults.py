@@ -111,26 +111,42 @@ def _sweep_command(prepared: Path, tmp_path: Path, name: str, uri: str, **fields
 
 
 def test_two_sweeps_at_once_share_one_ray_cluster_and_one_new_sqlite_store(prepared, ray_cluster, tmp_path) -> None:
+    """Two sweeps started together on the session's cluster and one new sqlite store: a direct trial (left) and a
+    trial that needs two workers (right), which the sweep trains as a Ray Train run: its rank-0 worker opens the
+    trial's MLflow run (nested under the sweep) and logs every step once; the driver closes it."""
     from mlflow import MlflowClient
     from ray.util.placement_group import placement_group_table
+
+    from .test_sweep import runs_of
 
     gcs = ray_cluster.get_runtime_context().gcs_address
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     env = {**__import__("os").environ, "RAY_ADDRESS": gcs}
-    procs = [subprocess.Popen(_sweep_command(prepared, tmp_path, name, uri, trials=1), cwd=REPO, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for name in ("left", "right")]
+    flags = {"left": [], "right": ["--num-workers", "2"]}
+    procs = [subprocess.Popen(_sweep_command(prepared, tmp_path, name, uri, trials=1) + flags[name], cwd=REPO,
+                              env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for name in flags]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
     client = MlflowClient(uri)
-    for name in ("left", "right"):
+    for name in flags:
         runs = client.search_runs([client.get_experiment_by_name(f"sweep-{name}").experiment_id])
         parent = [r for r in runs if r.data.tags.get("radiogen.sweep_role") == "parent"]
         assert len(parent) == 1 and parent[0].info.status == "FINISHED"
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
         assert len(children) == 1 and children[0].info.status == "FINISHED", name
-    # Every placement group the two sweeps' trials reserved is released: none left holding the cluster's CPUs.
+    # Every placement group the two sweeps' trials reserved is released, the Ray Train worker group's too.
     held = {g: t["state"] for g, t in placement_group_table().items() if t["state"] not in ("REMOVED",)}
     assert held == {}
+
+    # The two-worker trial: a Ray Train run, sized to leave Ray Data a CPU, one MLflow run logged by its rank 0.
+    out = outs[1]
+    assert "each a Ray Train run of 2 worker(s) x 0.495 CPU" in out and "1 CPU left for Ray Data" in out
+    client, _, (child,) = runs_of(uri, "right")
+    assert child.data.tags["radiogen.trial_state"] == "complete"
+    assert child.data.params["run.mode"] == "ray" and child.data.params["run.num_workers"] == "2"
+    assert steps_of(client, child.info.run_id, "loss/G/total") == [3, 6]
+    assert {"phase/mlflow_open_s", "phase/first_step_s", "phase/end_s"} <= set(child.data.metrics)
+    assert "finished at step 6: val/l1_background=" in out
 
 
 def test_a_killed_trial_worker_is_said_and_the_trial_restarts_from_its_checkpoint(prepared, ray_cluster,

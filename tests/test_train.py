@@ -174,7 +174,7 @@ def test_a_sigkilled_worker_resumes_from_checkpoint_in_the_same_run(prepared, ml
 def test_local_and_single_ray_worker_give_the_same_losses(prepared, mlflow_server, tmp_path, data_mode, order):
     """Both paths see the same batches, the same seeds and the same step function, so they must produce the same
     losses. Streaming shuffles with Ray Data, so it is compared in file order (--no-shuffle); the in-memory path,
-    shuffled, is compared through a sweep's Ray Train trial (tests/test_sweep_paths.py, which runs the same
+    shuffled, is compared through a sweep's Ray Train trial (tests/test_bench_sweep.py; a sweep runs the same
     launcher). A Ray worker with one CPU runs torch on one thread (its reservation), so the local run does too: a
     different thread count changes float summation order."""
     import torch

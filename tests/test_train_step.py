@@ -18,12 +18,12 @@ def test_tiny_training_lowers_background_l1_and_stays_finite(arch):
     state = build_training(cfg)
     ema_start = [p.clone() for p in state.G_ema.parameters()]
     batch, _ = toy_batch(8, cfg.data.image_size, cfg.data.n_genes, seed=0)
-    history = [train_step(state, batch) for _ in range(300)]
+    history = [train_step(state, batch) for _ in range(150)]  # L1 at 0.15x by then
     for metrics in history:
         assert all(torch.isfinite(v) for v in metrics.values())
     l1 = torch.stack([m["loss/G/l1"] for m in history])
     assert l1[-20:].mean() < 0.4 * l1[:5].mean(), f"background L1 {l1[:5].mean():.4f} -> {l1[-20:].mean():.4f}"
-    assert state.step == 300
+    assert state.step == 150
     # Both players' gradients were computed every step, and the EMA moved away from its start.
     assert all(m["grad_norm/D"] > 0 and m["grad_norm/G"] > 0 for m in history)
     assert any(not torch.equal(a, b) for a, b in zip(ema_start, state.G_ema.parameters()))

@@ -22,6 +22,7 @@ from .common import Context, Measure, ratio_measure
 STAGE = "train"
 CONFIG = Path(__file__).resolve().parents[2] / "ablations" / "tiny.yaml"
 LOG_EVERY = 20
+QUICK_STEPS, QUICK_LOG_EVERY = 20, 5  # --quick: every path, a third of the old 60 steps, windows kept
 
 
 def perf(records_file: Path) -> tuple[float, float]:
@@ -32,11 +33,11 @@ def perf(records_file: Path) -> tuple[float, float]:
             statistics.mean(r["perf/data_wait_fraction"] for r in rows))
 
 
-def train_run(data: Path, runs: Path, name: str, steps: int, *flags: str) -> tuple[float, float]:
+def train_run(data: Path, runs: Path, name: str, steps: int, log_every: int, *flags: str) -> tuple[float, float]:
     from ray_jobs.train import main as train
 
     args = ["--config", str(CONFIG), "--data", str(data), "--runs-dir", str(runs), "--name", name,
-            "--max-steps", str(steps), "--set", "data.n_genes=null", "--log-every", str(LOG_EVERY),
+            "--max-steps", str(steps), "--set", "data.n_genes=null", "--log-every", str(log_every),
             "--val-every", str(steps), "--checkpoint-every", str(steps), "--experiment", "bench-train",
             "--tracking-uri", f"sqlite:///{runs / 'mlflow.db'}", *flags]
     if train(args) != 0:
@@ -69,18 +70,19 @@ def run(ctx: Context) -> list[Measure]:
     data = ctx.cohorts["small32"]
     runs = ctx.work / STAGE
     runs.mkdir(parents=True, exist_ok=True)
-    steps = 60 if ctx.quick else 600
+    steps, log_every = (QUICK_STEPS, QUICK_LOG_EVERY) if ctx.quick else (600, LOG_EVERY)
     tag = f"{os.getpid()}"
     # --local at the Ray worker's thread count (its 1-CPU reservation, and --local's own choice at 32 px), so that
     # the ratio compares the paths, not thread counts; --local at every core's thread is reported beside it (the
     # measurement behind --local's thread rule, ray_jobs/resources.py).
     cores = torch.get_num_threads()
     with threads_env(cores):
-        local_cores_ips, _ = train_run(data, runs, f"local-cores-{tag}", steps, "--local")
+        local_cores_ips, _ = train_run(data, runs, f"local-cores-{tag}", steps, log_every, "--local")
     with threads_env(1):
-        local_ips, local_wait = train_run(data, runs, f"local-{tag}", steps, "--local")
-    mem_ips, mem_wait = train_run(data, runs, f"ray-memory-{tag}", steps, "--num-workers", "1", "--data-mode", "memory")
-    str_ips, str_wait = train_run(data, runs, f"ray-streaming-{tag}", steps, "--num-workers", "1",
+        local_ips, local_wait = train_run(data, runs, f"local-{tag}", steps, log_every, "--local")
+    mem_ips, mem_wait = train_run(data, runs, f"ray-memory-{tag}", steps, log_every, "--num-workers", "1",
+                                  "--data-mode", "memory")
+    str_ips, str_wait = train_run(data, runs, f"ray-streaming-{tag}", steps, log_every, "--num-workers", "1",
                                   "--data-mode", "streaming")
 
     manifest = json.loads((data / "manifest.json").read_text())
