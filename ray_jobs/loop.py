@@ -38,6 +38,7 @@ from radiogen.metrics import REALISM_KEYS, outside_mask_l1, realism_report
 from radiogen.train_step import TrainState, build_training, local_rng, refresh_ema_bn, train_step
 
 from .phases import Phases
+from .signals import held_signals
 from .tracking import RunRequest, Tracker
 
 STATE_FILE = "state.pt"
@@ -343,26 +344,29 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
 
     def commit() -> None:
         ckpt = None
-        if rank0:
-            records.extend(pending)
-            ckpt = scratch / f"step_{state.step:08d}"
-            refresh_ema_bn(state)  # the checkpoint's G_ema carries statistics of its own weights
+        # A stop requested while the checkpoint is written and committed lands after it: the checkpoint is
+        # whole and kept (inside torch.save it broke the zip writer: exit 1, a traceback, no checkpoint).
+        with held_signals():
+            if rank0:
+                records.extend(pending)
+                ckpt = scratch / f"step_{state.step:08d}"
+                refresh_ema_bn(state)  # the checkpoint's G_ema carries statistics of its own weights
+                try:
+                    save_checkpoint(ckpt / STATE_FILE, state, extra={"epoch": epoch, "run_id": settings.run_id})
+                    (ckpt / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+                except OSError as err:  # a full disk: the previous checkpoint is untouched and a rerun resumes from it
+                    raise write_failed(state.step, err, scratch) from None
+            pending.clear()
+            last = records[-1]["metrics"] if records else {}
+            phases.mark("first_report")
+            phases.mark("last_report", again=True)
+            send_phases()  # before the report: a sweep's scheduler may stop the trial inside it
             try:
-                save_checkpoint(ckpt / STATE_FILE, state, extra={"epoch": epoch, "run_id": settings.run_id})
-                (ckpt / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
-            except OSError as err:  # a full disk: the previous checkpoint is untouched and a rerun resumes from it
-                raise write_failed(state.step, err, scratch) from None
-        pending.clear()
-        last = records[-1]["metrics"] if records else {}
-        phases.mark("first_report")
-        phases.mark("last_report", again=True)
-        send_phases()  # before the report: a sweep's scheduler may stop the trial inside it
-        try:
-            session.commit(ckpt, state.step, {"step": state.step,
-                                              **{k: v for k, v in last.items() if k.startswith("loss/")}})
-        except SystemExit:  # a sweep's scheduler stopped the trial once this report was committed: log it first
-            send_unsent()
-            raise
+                session.commit(ckpt, state.step, {"step": state.step,
+                                                  **{k: v for k, v in last.items() if k.startswith("loss/")}})
+            except SystemExit:  # a sweep's scheduler stopped the trial once this report was committed: log it first
+                send_unsent()
+                raise
         if ckpt is not None:
             shutil.rmtree(ckpt, ignore_errors=True)
         send_unsent()

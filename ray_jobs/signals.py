@@ -3,8 +3,10 @@ and keep their checkpoints when a scheduler or a user ends them."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 
 
 class Sigterm:
@@ -34,3 +36,24 @@ class Sigterm:
     def exit_code(self) -> int:
         """The shell's code for the signal that stopped the run (143 for SIGTERM, 130 for Ctrl-C)."""
         return 128 + (signal.SIGTERM if self.received else signal.SIGINT)
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT held until the block ends, then delivered to the handlers they would have reached: for a
+    checkpoint write, which an interrupt landing inside torch.save's zip writer turned into a RuntimeError from its
+    cleanup (exit 1 and a traceback instead of an orderly stop, and no checkpoint of that step). A no-op outside the
+    main thread (Ray Train workers, Tune trials), where no signal handler runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
+                for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for s in dict.fromkeys(caught):
+            signal.raise_signal(s)
