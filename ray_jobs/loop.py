@@ -343,6 +343,10 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
                 print(f"tracking: phase timings not sent ({err})")
 
     def commit() -> None:
+        phases.mark("first_report")
+        phases.mark("last_report", again=True)
+        send_phases()  # before the report (a sweep's scheduler may stop the trial inside it); a network call, so
+        # outside the hold below: a stop is never kept waiting on MLflow's retries
         ckpt = None
         # A stop requested while the checkpoint is written and committed lands after it: the checkpoint is
         # whole and kept (inside torch.save it broke the zip writer: exit 1, a traceback, no checkpoint).
@@ -358,9 +362,6 @@ def fit(settings: RunSettings, session: Session) -> dict[str, float]:
                     raise write_failed(state.step, err, scratch) from None
             pending.clear()
             last = records[-1]["metrics"] if records else {}
-            phases.mark("first_report")
-            phases.mark("last_report", again=True)
-            send_phases()  # before the report: a sweep's scheduler may stop the trial inside it
             try:
                 session.commit(ckpt, state.step, {"step": state.step,
                                                   **{k: v for k, v in last.items() if k.startswith("loss/")}})

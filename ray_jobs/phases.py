@@ -7,7 +7,8 @@ import time
 
 PHASES = ("start", "mlflow_open", "data_ready", "model_built", "first_step", "first_report", "last_report", "end")
 """In order: the run (or trial) began; its MLflow run is open; its training data is decoded; the model is built
-(or restored); the first optimiser step is done; the first checkpoint is reported; the last one is; it ended."""
+(or restored); the first optimiser step is done; the first checkpoint is about to be written and reported;
+the last one is; it ended."""
 
 
 class Phases:
