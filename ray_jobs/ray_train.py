@@ -123,7 +123,9 @@ def latest_validation(checkpoint_dir: Path) -> dict[str, float]:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    settings: RunSettings = config["settings"]
+    import ray
+
+    settings: RunSettings = ray.get(config["settings"])
     quiet_worker()
     if settings.threads:
         torch.set_num_threads(settings.threads)  # the worker's CPU reservation, not every core of the node
@@ -167,10 +169,14 @@ def launch(plan: RunPlan, settings: RunSettings, datasets: dict[str, Any], callb
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    import ray
+
     options = ExecutionOptions(preserve_order=not (plan.shuffle and plan.data_mode == "streaming"))
+    # The settings go by object reference: Ray Train's controller unpickles the loop config, and RunSettings by
+    # value would make it import the loop (torch, scikit-learn): ~4 s of every run's start-up on 2 cores.
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"settings": settings},
+        train_loop_config={"settings": ray.put(settings)},
         scaling_config=ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.gpu,
                                      resources_per_worker={"CPU": plan.cpus_per_worker}),
         run_config=RunConfig(name=plan.name, storage_path=str(plan.storage),

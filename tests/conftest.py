@@ -12,6 +12,40 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # keep test logs r
 SHARED_REAL = REPO.parent / "shared" / "data" / "real"
 
 
+BACKGROUND = pytest.StashKey[dict]()
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the selected tests' commands start
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Start the command of every selected test marked `@in_background` (tests/background.py)."""
+    import tempfile
+
+    from .background import Job
+
+    jobs: dict[str, Job] = {}
+    if not config.option.collectonly:
+        for item in items:
+            command = getattr(getattr(item, "function", None), "background_command", None)
+            if command is not None:
+                root = Path(tempfile.mkdtemp(prefix=f"radiogen-{item.name[:40]}-"))
+                jobs[item.nodeid] = Job(command, root, REPO)
+    config.stash[BACKGROUND] = jobs
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    for job in session.config.stash.get(BACKGROUND, {}).values():
+        job.stop(keep=exitstatus != 0)
+
+
+@pytest.fixture
+def background(request):
+    """The finished result of this test's `@in_background` command (started with the session)."""
+    job = request.config.stash[BACKGROUND].get(request.node.nodeid)
+    if job is None:
+        pytest.fail("the background fixture is for tests marked @in_background(command)")
+    return job.result(timeout=600)
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """The real third-party CT, masks and gene tables (../shared/data/real); CI has them."""

@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from .background import in_background
 from .helpers import REPO
 from .test_train import run_of, train
 
@@ -302,10 +303,11 @@ def test_new_figures_layout():
     assert "top 8 of 40" in fig.axes[0].get_title() and len(fig.axes[0].get_xticks()) == 8
 
 
-def test_learnability_quick_runs_end_to_end(tmp_path):
-    res = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_learnability.py"), "--quick", "--out",
-                          str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+@in_background(lambda out: [sys.executable, str(REPO / "scripts" / "bench_learnability.py"), "--quick",
+                             "--out", str(out)])
+def test_learnability_quick_runs_end_to_end(background):
+    res, tmp_path = background, background.out
+    assert res.returncode == 0, res.stdout[-3000:]
     for label in ("paper", "stable"):  # the paper's method and the stable config, side by side
         assert f"| {label} | train |" in res.stdout and f"| {label} (learned code) |" in res.stdout
     assert "| real nodules | heldout |" in res.stdout and "| classical metagenes |" in res.stdout

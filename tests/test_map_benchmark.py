@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 
+from .background import in_background
 from .helpers import REPO
 
 
-def test_map_benchmark_quick_runs_end_to_end(tmp_path):
-    res = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_map.py"), "--quick", "--out", str(tmp_path)],
-                         cwd=REPO, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+@in_background(lambda out: [sys.executable, str(REPO / "scripts" / "bench_map.py"), "--quick", "--out", str(out)])
+def test_map_benchmark_quick_runs_end_to_end(background):
+    res, tmp_path = background, background.out
+    assert res.returncode == 0, res.stdout[-3000:]
     from radiogen.evaluation.estimators import ESTIMATORS
 
     result = json.loads((tmp_path / "bench_map.json").read_text())
