@@ -1,9 +1,11 @@
-"""Tests whose work is one self-contained command (its own folder; no session Ray cluster, no MLflow server) start
-it when the session starts, and it runs beside the other tests: those on the session's Ray cluster leave about a
-third of the 2 cores idle while Ray starts its actors. A test opts in with `@in_background(command)` and takes the
-`background` fixture (conftest.py), the finished command's result; it asserts on it as it would on its own run.
+"""Tests whose work is one self-contained command (its own folder; no session Ray cluster, no MLflow server) run it
+in a background lane that starts with the session, beside the other tests: those on the session's Ray cluster leave
+about a third of the 2 cores idle while Ray starts its actors. A test opts in with `@in_background(command)` and
+takes the `background` fixture (conftest.py), the finished command's result; it asserts on it as it would on a run
+of its own.
 
-Such a command runs at one torch thread (OMP_NUM_THREADS=1), so that it takes the idle core, not both.
+The lane runs the commands one after another, each at one torch thread (OMP_NUM_THREADS=1): one core's worth of
+work beside the session, not a second session fighting it for both.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,7 @@ Command = Callable[[Path], list[str]]
 
 
 def in_background(command: Command) -> Callable:
-    """Mark a test: `command(folder)` starts when the session starts; the test's `background` fixture waits for it."""
+    """Mark a test: `command(folder)` runs in the session's background lane; the `background` fixture waits for it."""
     def mark(test: Callable) -> Callable:
         test.background_command = command
         return test
@@ -37,29 +40,58 @@ class Result:
 
 
 class Job:
-    """One started command, its output in a file beside its folder."""
+    """One test's command; its output goes to a file beside its folder."""
 
-    def __init__(self, command: Command, root: Path, cwd: Path) -> None:
-        self.root, self.out = root, root / "out"
-        self.log = root / "output.txt"
-        self.out.mkdir(parents=True)
-        with self.log.open("w") as sink:
-            self.proc = subprocess.Popen(command(self.out), cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
+    def __init__(self, command: Command, root: Path) -> None:
+        self.command, self.root, self.out, self.log = command, root, root / "out", root / "output.txt"
+        self.done = threading.Event()
+        self.proc: subprocess.Popen | None = None
+        self.cancelled = False
+        self.lock = threading.Lock()
+
+    def run(self, cwd: Path) -> None:
+        """In the lane's thread: start the command (unless stopped before its turn) and wait for it."""
+        with self.lock:
+            if self.cancelled:
+                self.done.set()
+                return
+            self.out.mkdir(parents=True, exist_ok=True)
+            sink = self.log.open("w")
+            self.proc = subprocess.Popen(self.command(self.out), cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
                                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        try:
+            self.proc.wait()
+        finally:
+            sink.close()
+            self.done.set()
 
     def result(self, timeout: float) -> Result:
-        """Wait for the command (killed after `timeout` seconds from now, which fails the test)."""
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        """Wait for the command (queue time included); after `timeout` seconds it is stopped and the test fails."""
+        if not self.done.wait(timeout) or self.proc is None:
             self.stop(keep=True)
             raise AssertionError(f"the background command did not finish in {timeout:.0f} s; its output: {self.log}")
-        return Result(code, self.log.read_text(), self.out)
+        return Result(self.proc.returncode, self.log.read_text(), self.out)
 
     def stop(self, keep: bool) -> None:
-        """End the command if it still runs; remove its folder unless `keep` (a failed session keeps it)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        """End the command if it runs, and cancel it if its turn has not come; remove its folder unless `keep`."""
+        with self.lock:
+            self.cancelled = True
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
         if not keep:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Lane:
+    """Runs its jobs one after another in a daemon thread, in the order given (the tests' collection order)."""
+
+    def __init__(self, jobs: dict[str, Job], cwd: Path) -> None:
+        self.jobs = jobs
+        self.thread = threading.Thread(target=lambda: [job.run(cwd) for job in jobs.values()], daemon=True,
+                                       name="background-lane")
+        self.thread.start()
+
+    def stop(self, keep: bool) -> None:
+        for job in self.jobs.values():
+            job.stop(keep)

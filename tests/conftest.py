@@ -12,38 +12,39 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # keep test logs r
 SHARED_REAL = REPO.parent / "shared" / "data" / "real"
 
 
-BACKGROUND = pytest.StashKey[dict]()
+BACKGROUND = pytest.StashKey["Lane"]()
 
 
-@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the selected tests' commands start
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the selected tests' commands run
 def pytest_collection_modifyitems(session, config, items) -> None:
-    """Start the command of every selected test marked `@in_background` (tests/background.py)."""
+    """Start the background lane with the command of every selected test marked `@in_background`
+    (tests/background.py)."""
     import tempfile
 
-    from .background import Job
+    from .background import Job, Lane
 
     jobs: dict[str, Job] = {}
     if not config.option.collectonly:
         for item in items:
             command = getattr(getattr(item, "function", None), "background_command", None)
             if command is not None:
-                root = Path(tempfile.mkdtemp(prefix=f"radiogen-{item.name[:40]}-"))
-                jobs[item.nodeid] = Job(command, root, REPO)
-    config.stash[BACKGROUND] = jobs
+                jobs[item.nodeid] = Job(command, Path(tempfile.mkdtemp(prefix=f"radiogen-{item.name[:40]}-")))
+    config.stash[BACKGROUND] = Lane(jobs, REPO)
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    for job in session.config.stash.get(BACKGROUND, {}).values():
-        job.stop(keep=exitstatus != 0)
+    lane = session.config.stash.get(BACKGROUND, None)
+    if lane is not None:
+        lane.stop(keep=exitstatus != 0)  # a failed session keeps the commands' folders and output
 
 
 @pytest.fixture
 def background(request):
     """The finished result of this test's `@in_background` command (started with the session)."""
-    job = request.config.stash[BACKGROUND].get(request.node.nodeid)
+    job = request.config.stash[BACKGROUND].jobs.get(request.node.nodeid)
     if job is None:
         pytest.fail("the background fixture is for tests marked @in_background(command)")
-    return job.result(timeout=600)
+    return job.result(timeout=900)
 
 
 @pytest.fixture(scope="session")

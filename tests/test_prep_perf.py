@@ -15,6 +15,8 @@ import SimpleITK as sitk
 
 from radiogen import schema
 
+from .background import in_background
+
 REPO = Path(__file__).resolve().parents[1]
 PROBED = ("torch", "ray", "SimpleITK", "pyarrow")
 
@@ -83,25 +85,30 @@ def test_auto_mode_hands_the_rest_to_ray_and_gives_the_same_dataset(cohort: Path
     assert fingerprint == alone_fingerprint
 
 
-def test_bench_stage_measures_are_well_formed(tmp_path: Path) -> None:
+@in_background(lambda out: [sys.executable, "-m", "ray_jobs.cli", "bench", "--stages", "prep", "--quick", "--out",
+                             str(out)])
+def test_bench_stage_measures_are_well_formed(background) -> None:
+    """`radiogen bench --stages prep --quick`: its preps are subprocesses that start their own local Ray clusters,
+    none of the session's."""
+    assert background.returncode == 0, background.stdout[-3000:]
     from ray_jobs.bench import prep as stage
-    from ray_jobs.bench.common import Context, Measure
 
-    ctx = Context(work=tmp_path, quick=True)
-    measures = stage.run(ctx)
-    names = [m.name for m in measures]
+    report = json.loads((background.out / "bench.json").read_text())
+    assert report["failed"] == [] and report["stages"] == ["prep"] and report["quick"] is True
+    measures = report["measures"]
+    names = [m["name"] for m in measures]
     assert len(names) == len(set(names)) == 4 * len(stage.cohorts(quick=True))
     for m in measures:
-        assert isinstance(m, Measure) and m.stage == "prep" and m.unit and m.note
-        assert m.value is not None and m.value > 0 and m.ratio is not None and m.ratio > 0
-        reference = float(re.search(r"\(([0-9.e+-]+) " + re.escape(m.unit) + r"\)$", m.reference).group(1))
-        assert math.isclose(m.ratio, m.value / reference, rel_tol=1e-3), (m.name, m.ratio, m.reference)
-        json.dumps(m.to_dict())
-    rerun = next(m for m in measures if m.name.endswith("cached re-run vs cold"))
-    assert rerun.target == "< 0.2" and rerun.met == (rerun.ratio < 0.2)
-    assert all(m.target == "" and m.met is None for m in measures if m is not rerun)
-    assert len(list((tmp_path / "prep" / "small").glob("cohort-*/cases.csv"))) == 1
-    schema.verify_dataset(ctx.cohorts["small"])
+        assert m["stage"] == "prep" and m["unit"] and m["note"]
+        assert m["value"] is not None and m["value"] > 0 and m["ratio"] is not None and m["ratio"] > 0
+        reference = float(re.search(r"\(([0-9.e+-]+) " + re.escape(m["unit"]) + r"\)$", m["reference"]).group(1))
+        assert math.isclose(m["ratio"], m["value"] / reference, rel_tol=1e-3), (m["name"], m["ratio"], m["reference"])
+    rerun = next(m for m in measures if m["name"].endswith("cached re-run vs cold"))
+    assert rerun["target"] == "< 0.2" and rerun["met"] == (rerun["ratio"] < 0.2)
+    assert all(m["target"] == "" and m["met"] is None for m in measures if m is not rerun)
+    work = background.out / "work" / "prep" / "small"
+    assert len(list(work.glob("cohort-*/cases.csv"))) == 1
+    schema.verify_dataset(work / "ds")
 
 
 def test_ray_choices_of_the_parser_are_those_of_prep() -> None:
