@@ -5,11 +5,13 @@ new sqlite tracking store."""
 from __future__ import annotations
 
 import errno
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 
+from .background import in_background
 from .helpers import REPO
 from .test_train import run_of, steps_of, train, train_args
 
@@ -177,52 +179,25 @@ def test_a_killed_trial_worker_is_said_and_the_trial_restarts_from_its_checkpoin
     assert " finished at step 12" in out  # the restarted trial completed its budget
 
 
-def test_an_mlflow_outage_mid_run_loses_no_metric(prepared, tmp_path) -> None:
-    import os
-    import signal
-    import time
-
+@in_background(lambda out: [sys.executable, "-m", "tests.outage", str(out)])
+def test_an_mlflow_outage_mid_run_loses_no_metric(background) -> None:
+    """A `radiogen train --local` run whose MLflow server is SIGKILLed after its first checkpoint and brought back on
+    the same store 2 s later (tests/outage.py: its own cohort, server and run, in the background lane)."""
     from mlflow import MlflowClient
 
-    from .conftest import free_port, start_mlflow_server, stop_mlflow_server
-
-    root, port = tmp_path / "mlflow", free_port()
-    root.mkdir()
-    server = start_mlflow_server(root, port)
-    uri = f"http://127.0.0.1:{port}"
-    steps = 30
-    cmd = [sys.executable, "-m", "ray_jobs.cli", "train", "--local", "--tracking-uri", uri,
-           *train_args(prepared, tmp_path / "runs", name="outage", steps=steps)]
-    # The MLflow client's own retries back off 2 s, 4 s, 8 s... (default 4 s, 8 s, 16 s...): the run then waits out
-    # the few seconds of outage instead of a minute. What is under test is that nothing is lost.
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(cmd, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**env, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"})
-    try:
-        checkpoints = tmp_path / "runs" / "outage" / "checkpoints"
-        deadline = time.time() + 180
-        while not any(checkpoints.glob("step_*")) and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.1)
-        assert proc.poll() is None, "the run ended before the outage; the test needs a longer run"
-        stop_mlflow_server(server, signal.SIGKILL)  # the tracking server dies while the run trains on
-        time.sleep(2)
-        server = start_mlflow_server(root, port)  # and comes back on the same store
-        out = proc.communicate(timeout=300)[0]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    try:
-        assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
-        # Quiet: MLflow's INFO lines, artifact progress bars and run links stay out of the command's output.
-        assert not [line for line in out.splitlines() if "INFO mlflow" in line or "View run" in line
-                    or "Downloading artifacts" in line or "Uploading artifacts" in line], out[-3000:]
-        client = MlflowClient(uri)
-        run = client.search_runs([client.get_experiment_by_name("radiogen").experiment_id])[0]
-        assert run.info.status == "FINISHED"
-        logged = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss/G/total"))
-        assert logged == list(range(2, steps + 1, 2))  # every step once: none lost, none twice
-    finally:
-        stop_mlflow_server(server)
+    assert background.returncode == 0, background.stdout[-3000:]
+    result = json.loads((background.out / "outage.json").read_text())
+    out = result["output"]
+    assert result["outage"], "the run ended before the outage; the test needs a longer run"
+    assert result["returncode"] == 0 and "Traceback" not in out, out[-3000:]
+    # Quiet: MLflow's INFO lines, artifact progress bars and run links stay out of the command's output.
+    assert not [line for line in out.splitlines() if "INFO mlflow" in line or "View run" in line
+                or "Downloading artifacts" in line or "Uploading artifacts" in line], out[-3000:]
+    client = MlflowClient(f"sqlite:///{background.out / 'mlflow' / 'mlflow.db'}")  # the server's own store
+    run = client.search_runs([client.get_experiment_by_name("radiogen").experiment_id])[0]
+    assert run.info.status == "FINISHED"
+    logged = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss/G/total"))
+    assert logged == list(range(2, result["steps"] + 1, 2))  # every step once: none lost, none twice
 
 
 def test_the_fault_matrix_names_tests_that_exist() -> None:

@@ -1,0 +1,71 @@
+"""The MLflow-outage fault as one self-contained command, for the background lane (tests/background.py): its own
+cohort, prepared without Ray, its own real `mlflow server` (sqlite), and a `radiogen train --local` run during which
+the server is SIGKILLed and brought back on the same store. tests/test_faults.py asserts on what it leaves in OUT:
+outage.json (the run's exit code and output) and the store, OUT/mlflow/mlflow.db.
+
+    python -m tests.outage OUT
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .conftest import free_port, start_mlflow_server, stop_mlflow_server
+from .helpers import REPO
+from .test_train import train_args
+
+STEPS = 30
+
+
+def prepared(out: Path) -> Path:
+    """A 6-subject synthetic cohort through the real `radiogen prep` at 32 px, in this process."""
+    from data_prep.cohort import write_cohort
+    from ray_jobs.cli import main
+
+    cohort = write_cohort(out / "cohort", subjects=6, seed=0, matrix=128, design="aligned")
+    assert main(["prep", "--cases", str(cohort / "cases.csv"), "--genes", str(cohort / "genes.tsv"), "--out",
+                 str(out / "data"), "--image-size", "32", "--bg-vois", "2", "--bg-slices", "8", "--split",
+                 "0.67,0.33,0", "--workers", "0"]) == 0
+    return out / "data"
+
+
+def main(out: Path) -> int:
+    data = prepared(out)
+    root, port = out / "mlflow", free_port()
+    root.mkdir()
+    server = start_mlflow_server(root, port)
+    cmd = [sys.executable, "-m", "ray_jobs.cli", "train", "--local", "--tracking-uri", f"http://127.0.0.1:{port}",
+           *train_args(data, out / "runs", name="outage", steps=STEPS)]
+    # The MLflow client's own retries back off 2 s, 4 s, 8 s... (default 4 s, 8 s, 16 s...): the run then waits out
+    # the few seconds of outage instead of a minute. What is under test is that nothing is lost.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(cmd, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**env, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"})
+    try:
+        checkpoints = out / "runs" / "outage" / "checkpoints"
+        deadline = time.time() + 180
+        while not any(checkpoints.glob("step_*")) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        outage = proc.poll() is None  # False: the run ended before the outage (the test then needs a longer run)
+        if outage:
+            stop_mlflow_server(server, signal.SIGKILL)  # the tracking server dies while the run trains on
+            time.sleep(2)
+            server = start_mlflow_server(root, port)  # and comes back on the same store
+        output = proc.communicate(timeout=300)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stop_mlflow_server(server)
+    (out / "outage.json").write_text(json.dumps({"outage": outage, "returncode": proc.returncode, "output": output,
+                                                 "steps": STEPS}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))
