@@ -1,9 +1,11 @@
-"""The MLflow-outage fault as one self-contained command, for the background lane (tests/background.py): its own
-cohort, prepared without Ray, its own real `mlflow server` (sqlite), and a `radiogen train --local` run during which
-the server is SIGKILLed and brought back on the same store. tests/test_faults.py asserts on what it leaves in OUT:
-outage.json (the run's exit code and output) and the store, OUT/mlflow/mlflow.db.
+"""Tracking faults as self-contained commands for the background lane (tests/background.py), each on its own cohort
+prepared without Ray; tests/test_faults.py asserts on what they leave in OUT.
 
-    python -m tests.outage OUT
+    python -m tests.outage outage OUT   the MLflow server (its own, sqlite) is SIGKILLed during a `radiogen train
+                                        --local` run and brought back on the same store: outage.json (the run's exit
+                                        code and output) and the store, OUT/mlflow/mlflow.db
+    python -m tests.outage twins OUT    two `radiogen train --local` runs start at once on one new sqlite store,
+                                        OUT/store/mlflow.db: twins.json (their exit codes and output)
 """
 
 from __future__ import annotations
@@ -35,7 +37,18 @@ def prepared(out: Path) -> Path:
     return out / "data"
 
 
-def main(out: Path) -> int:
+def twins(out: Path) -> int:
+    data = prepared(out)
+    uri = f"sqlite:///{out / 'store' / 'mlflow.db'}"
+    procs = [subprocess.Popen([sys.executable, "-m", "ray_jobs.cli", "train", "--local",
+                               *train_args(data, out / "runs", name=f"twin-{k}", steps=2), "--tracking-uri", uri],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    (out / "twins.json").write_text(json.dumps({"returncodes": [p.returncode for p in procs], "outputs": outputs}))
+    return 0
+
+
+def outage(out: Path) -> int:
     data = prepared(out)
     root, port = out / "mlflow", free_port()
     root.mkdir()
@@ -68,4 +81,4 @@ def main(out: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    sys.exit({"outage": outage, "twins": twins}[sys.argv[1]](Path(sys.argv[2])))
