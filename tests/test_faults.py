@@ -1,6 +1,7 @@
-"""Faults radiogen promises to survive (docs/reliability.md), on the session's real MLflow server and Ray cluster:
-a full disk while a checkpoint is written, a damaged checkpoint on disk, and two commands starting at once on a
-new sqlite tracking store."""
+"""Faults radiogen promises to survive (docs/reliability.md), on real services: a full disk while a checkpoint is
+written, a damaged checkpoint on disk, two sweeps at once and a killed trial on the session's Ray cluster and MLflow
+server; an MLflow outage and two trainings starting at once on a new sqlite store as self-contained commands in the
+background lane (tests/outage.py)."""
 
 from __future__ import annotations
 
