@@ -165,11 +165,10 @@ def training_datasets(files: list[str], shuffle: bool, data_mode: str) -> dict[s
 
 def launch(plan: RunPlan, settings: RunSettings, datasets: dict[str, Any], callbacks: list | None = None) -> None:
     """Fit one training run on Ray Train (`callbacks`: Ray Train callbacks, e.g. a sweep's TuneReportCallback)."""
+    import ray
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-
-    import ray
 
     options = ExecutionOptions(preserve_order=not (plan.shuffle and plan.data_mode == "streaming"))
     # The settings go by object reference: Ray Train's controller unpickles the loop config, and RunSettings by

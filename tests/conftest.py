@@ -161,13 +161,9 @@ def mlflow_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def prepared(synthetic_cohort, ray_cluster, tmp_path_factory) -> Path:
     """The synthetic cohort through the real `radiogen prep` at 32x32 (the tiny config's size)."""
-    from ray_jobs.cli import main
+    from .helpers import prepare_tiny
 
-    out = tmp_path_factory.mktemp("prepared") / "data"
-    assert main(["prep", "--cases", str(synthetic_cohort / "cases.csv"), "--genes", str(synthetic_cohort / "genes.tsv"),
-                 "--out", str(out), "--image-size", "32", "--bg-vois", "2", "--bg-slices", "8",
-                 "--split", "0.67,0.33,0"]) == 0
-    return out
+    return prepare_tiny(synthetic_cohort, tmp_path_factory.mktemp("prepared") / "data")
 
 
 @pytest.fixture(scope="session")

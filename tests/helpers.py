@@ -19,6 +19,16 @@ def tiny(**slices: dict) -> ExperimentConfig:
     return dataclasses.replace(cfg, **{k: dataclasses.replace(getattr(cfg, k), **v) for k, v in slices.items()})
 
 
+def prepare_tiny(cohort: Path, out: Path, *extra: str) -> Path:
+    """A synthetic cohort through the real `radiogen prep` at 32 px (the tiny config's size), 2 training and 1
+    validation subject in 3: the dataset the training tests share; `extra`: more prep flags (e.g. --workers 0)."""
+    from ray_jobs.cli import main
+
+    assert main(["prep", "--cases", str(cohort / "cases.csv"), "--genes", str(cohort / "genes.tsv"), "--out", str(out),
+                 "--image-size", "32", "--bg-vois", "2", "--bg-slices", "8", "--split", "0.67,0.33,0", *extra]) == 0
+    return out
+
+
 def validation_of(data: Path, n_slices: int = 8):
     """(untrained tiny TrainState, GeneLookup, validation nodule records, decoded validation pairs) of a prepared
     32 px dataset: what `ray_jobs.loop.validate` needs, built as the training loop builds it."""

@@ -1,7 +1,7 @@
 """Faults radiogen promises to survive (docs/reliability.md), on real services: a full disk while a checkpoint is
 written, a damaged checkpoint on disk, two sweeps at once and a killed trial on the session's Ray cluster and MLflow
 server; an MLflow outage and two trainings starting at once on a new sqlite store as self-contained commands in the
-background lane (tests/outage.py)."""
+background lane (tests/tracking_faults.py)."""
 
 from __future__ import annotations
 
@@ -85,9 +85,9 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before_it_or_is_refused(prep
     assert run_of(mlflow_server, "damaged")[1].info.status == "FINISHED"
 
 
-@in_background(lambda out: [sys.executable, "-m", "tests.outage", "twins", str(out)])
+@in_background(lambda out: [sys.executable, "-m", "tests.tracking_faults", "twins", str(out)])
 def test_two_trainings_start_at_once_on_a_new_sqlite_store(background) -> None:
-    """Two `radiogen train --local` runs started together on one new sqlite store (tests/outage.py twins: its own
+    """Two `radiogen train --local` runs started together on one new sqlite store (tests/tracking_faults.py twins: its own
     cohort, in the background lane): the store's first migration must not need "start the second one later"."""
     from mlflow import MlflowClient
 
@@ -178,10 +178,10 @@ def test_a_killed_trial_worker_is_said_and_the_trial_restarts_from_its_checkpoin
     assert " finished at step 12" in out  # the restarted trial completed its budget
 
 
-@in_background(lambda out: [sys.executable, "-m", "tests.outage", "outage", str(out)])
+@in_background(lambda out: [sys.executable, "-m", "tests.tracking_faults", "outage", str(out)])
 def test_an_mlflow_outage_mid_run_loses_no_metric(background) -> None:
     """A `radiogen train --local` run whose MLflow server is SIGKILLed after its first checkpoint and brought back on
-    the same store 2 s later (tests/outage.py outage: its own cohort, server and run, in the background lane)."""
+    the same store 2 s later (tests/tracking_faults.py outage: its own cohort, server and run, in the background lane)."""
     from mlflow import MlflowClient
 
     assert background.returncode == 0, background.stdout[-3000:]

@@ -1,11 +1,12 @@
 """Tracking faults as self-contained commands for the background lane (tests/background.py), each on its own cohort
 prepared without Ray; tests/test_faults.py asserts on what they leave in OUT.
 
-    python -m tests.outage outage OUT   the MLflow server (its own, sqlite) is SIGKILLed during a `radiogen train
-                                        --local` run and brought back on the same store: outage.json (the run's exit
-                                        code and output) and the store, OUT/mlflow/mlflow.db
-    python -m tests.outage twins OUT    two `radiogen train --local` runs start at once on one new sqlite store,
-                                        OUT/store/mlflow.db: twins.json (their exit codes and output)
+    python -m tests.tracking_faults outage OUT
+        the MLflow server (its own, sqlite) is SIGKILLed during a `radiogen train --local` run and brought back on
+        the same store: outage.json (the run's exit code and output) and the store, OUT/mlflow/mlflow.db
+    python -m tests.tracking_faults twins OUT
+        two `radiogen train --local` runs start at once on one new sqlite store, OUT/store/mlflow.db: twins.json
+        (their exit codes and output)
 """
 
 from __future__ import annotations
@@ -19,22 +20,18 @@ import time
 from pathlib import Path
 
 from .conftest import free_port, start_mlflow_server, stop_mlflow_server
-from .helpers import REPO
+from .helpers import REPO, prepare_tiny
 from .test_train import train_args
 
 STEPS = 30
 
 
 def prepared(out: Path) -> Path:
-    """A 6-subject synthetic cohort through the real `radiogen prep` at 32 px, in this process."""
+    """The session's `prepared` dataset made here: a 6-subject cohort, prepared in this process (no Ray)."""
     from data_prep.cohort import write_cohort
-    from ray_jobs.cli import main
 
     cohort = write_cohort(out / "cohort", subjects=6, seed=0, matrix=128, design="aligned")
-    assert main(["prep", "--cases", str(cohort / "cases.csv"), "--genes", str(cohort / "genes.tsv"), "--out",
-                 str(out / "data"), "--image-size", "32", "--bg-vois", "2", "--bg-slices", "8", "--split",
-                 "0.67,0.33,0", "--workers", "0"]) == 0
-    return out / "data"
+    return prepare_tiny(cohort, out / "data", "--workers", "0")
 
 
 def twins(out: Path) -> int:
