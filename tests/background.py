@@ -4,8 +4,10 @@ about a third of the 2 cores idle while Ray starts its actors. A test opts in wi
 takes the `background` fixture (conftest.py), the finished command's result; it asserts on it as it would on a run
 of its own.
 
-The lane runs the commands one after another, each at one torch thread (OMP_NUM_THREADS=1): one core's worth of
-work beside the session, not a second session fighting it for both.
+The lane runs the commands one after another, each at one torch thread (OMP_NUM_THREADS=1) and without the
+session's RAY_ADDRESS and MLFLOW_TRACKING_URI: one core's worth of work beside the session, not a second session
+fighting it for both. Tests marked with the same command share one run of it, and the lane's tests run last, so
+the others never wait for it; the session's summary says how long each command took.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,13 @@ class Result:
     """The folder the command wrote into."""
 
 
+def lane_env() -> dict[str, str]:
+    """The session's environment less its services (a lane command starts its own Ray cluster and tracking store,
+    as a user's command on a fresh machine does), at one torch thread."""
+    drop = ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, "OMP_NUM_THREADS": "1"}
+
+
 class Job:
     """One test's command; its output goes to a file beside its folder."""
 
@@ -48,6 +58,8 @@ class Job:
         self.proc: subprocess.Popen | None = None
         self.cancelled = False
         self.lock = threading.Lock()
+        self.seconds: float | None = None
+        """How long the command ran, once it has finished."""
 
     def run(self, cwd: Path) -> None:
         """In the lane's thread: start the command (unless stopped before its turn) and wait for it."""
@@ -58,9 +70,11 @@ class Job:
             self.out.mkdir(parents=True, exist_ok=True)
             sink = self.log.open("w")
             self.proc = subprocess.Popen(self.command(self.out), cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
-                                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                                         text=True, env=lane_env())
+        start = time.monotonic()
         try:
             self.proc.wait()
+            self.seconds = time.monotonic() - start
         finally:
             sink.close()
             self.done.set()
@@ -84,14 +98,16 @@ class Job:
 
 
 class Lane:
-    """Runs its jobs one after another in a daemon thread, in the order given (the tests' collection order)."""
+    """Runs its jobs (by test node id; tests may share one) one after another in a daemon thread, in the order
+    given (the tests' collection order)."""
 
     def __init__(self, jobs: dict[str, Job], cwd: Path) -> None:
         self.jobs = jobs
-        self.thread = threading.Thread(target=lambda: [job.run(cwd) for job in jobs.values()], daemon=True,
+        unique = list(dict.fromkeys(jobs.values()))
+        self.thread = threading.Thread(target=lambda: [job.run(cwd) for job in unique], daemon=True,
                                        name="background-lane")
         self.thread.start()
 
     def stop(self, keep: bool) -> None:
-        for job in self.jobs.values():
+        for job in set(self.jobs.values()):
             job.stop(keep)

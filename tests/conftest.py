@@ -18,18 +18,31 @@ BACKGROUND = pytest.StashKey["Lane"]()
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the selected tests' commands run
 def pytest_collection_modifyitems(session, config, items) -> None:
     """Start the background lane with the command of every selected test marked `@in_background`
-    (tests/background.py)."""
+    (tests/background.py), and run those tests last: the other tests never wait for the lane."""
     import tempfile
 
     from .background import Job, Lane
 
     jobs: dict[str, Job] = {}
+    by_command: dict[object, Job] = {}  # tests marked with the same command share one run of it
     if not config.option.collectonly:
         for item in items:
             command = getattr(getattr(item, "function", None), "background_command", None)
             if command is not None:
-                jobs[item.nodeid] = Job(command, Path(tempfile.mkdtemp(prefix=f"radiogen-{item.name[:40]}-")))
+                if command not in by_command:
+                    by_command[command] = Job(command, Path(tempfile.mkdtemp(prefix=f"radiogen-{item.name[:40]}-")))
+                jobs[item.nodeid] = by_command[command]
     config.stash[BACKGROUND] = Lane(jobs, REPO)
+    items[:] = [item for item in items if item.nodeid not in jobs] + [item for item in items if item.nodeid in jobs]
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """How long each background command ran: what to weigh before moving another test into the lane."""
+    lane = terminalreporter.config.stash.get(BACKGROUND, None)
+    ran = [] if lane is None else [job for job in dict.fromkeys(lane.jobs.values()) if job.seconds is not None]
+    if ran:
+        terminalreporter.write_line(f"background lane: {sum(j.seconds for j in ran):.0f} s: " + ", ".join(
+            f"{j.root.name.rsplit('-', 1)[0].removeprefix('radiogen-')} {j.seconds:.0f} s" for j in ran))
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import torch
@@ -11,6 +12,12 @@ from radiogen.batch import Batch
 from radiogen.config import ExperimentConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def bench_quick(out: Path) -> list[str]:
+    """`radiogen bench --quick`: every stage as a user runs it (its own small cohorts and local Ray clusters). One
+    run in the background lane (tests/background.py) serves the tests of every stage."""
+    return [sys.executable, "-m", "ray_jobs.cli", "bench", "--quick", "--out", str(out)]
 
 
 def tiny(**slices: dict) -> ExperimentConfig:

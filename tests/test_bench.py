@@ -1,7 +1,8 @@
 """`radiogen bench`: the one command that runs the stage benchmarks and writes bench.json and bench.md.
 
-Quick mode on the session's dataset and Ray cluster; the figures are not checked against any speed (a test never
-asserts timing), only that every measure is well formed and its ratio is the ratio of the figures it names.
+`radiogen bench --quick` as a user runs it (its own small cohort and local Ray cluster), in the background lane
+(tests/background.py); here the ingest and train stages, each other stage in its own tests. The figures are not checked against any speed (a test never asserts timing), only that
+every measure is well formed and its ratio is the ratio of the figures it names.
 """
 
 from __future__ import annotations
@@ -11,20 +12,22 @@ import re
 
 import pytest
 
+from .background import in_background
+from .helpers import bench_quick
 
-def test_bench_writes_json_and_table_of_ratios(prepared, ray_cluster, tmp_path, capsys):
-    from ray_jobs.cli import main
 
-    out = tmp_path / "bench"
-    assert main(["bench", "--stages", "ingest,train", "--quick", "--data", str(prepared), "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+@in_background(bench_quick)
+def test_bench_writes_json_and_table_of_ratios(background):
+    assert background.returncode == 0, background.stdout[-3000:]
+    out, printed = background.out, background.stdout
     # Quiet: one line per stage, the table and where it was written; the trainings' own output is in the logs.
     assert "bench ingest: 5 measure(s) in" in printed and "bench train: 6 measure(s) in" in printed
     assert "step 20/20" not in printed and "step 20/20" in (out / "logs" / "train.log").read_text()
     report = json.loads((out / "bench.json").read_text())
     assert report["failed"] == [] and report["machine"]["cpus"] >= 1 and report["quick"] is True
-    measures = report["measures"]
-    assert {m["stage"] for m in measures} == {"ingest", "train"}
+    assert report["stages"] == ["prep", "ingest", "train", "sweep", "gpu"]  # every stage by default
+    assert {m["stage"] for m in report["measures"]} == set(report["stages"])
+    measures = [m for m in report["measures"] if m["stage"] in ("ingest", "train")]
     for m in measures:
         assert m["value"] is not None and m["value"] > 0, m
         if m["ratio"] is not None:  # the ratio is value / the reference figure printed beside it

@@ -1,5 +1,5 @@
-"""The sweep benchmark stage in its quick form on real services: the session's Ray cluster and prepared dataset,
-three real sweeps (direct trials with ASHA, direct trials to the end, Ray Train trials) and a plain `radiogen train
+"""The sweep stage of `radiogen bench --quick` (run once in the background lane, tests/background.py) on real
+services: its own local Ray cluster and small prepared cohort, three real sweeps (direct trials with ASHA, direct trials to the end, Ray Train trials) and a plain `radiogen train
 --local`, tracked in a real MLflow (sqlite) store. Checks that the measures are well formed and agree with what the
 runs recorded, and - with those same runs - that a direct trial, a Ray Train trial and `--local` of the same
 config and seed train identically; no timings."""
@@ -13,7 +13,10 @@ import statistics
 
 import pytest
 
-from ray_jobs.bench.common import Context, Measure
+from ray_jobs.bench.common import Measure
+
+from .background import in_background
+from .helpers import bench_quick
 
 COMPUTE, WALL, THROUGHPUT = ("compute with ASHA vs every trial to the end",
                              "sweep wall time with ASHA vs every trial to the end",
@@ -22,14 +25,12 @@ STARTUP, TRAIN_STARTUP = ("median start-up of a direct trial (trial start -> fir
                           "median start-up of a Ray Train trial (trial start -> first step)")
 
 
-@pytest.fixture(scope="module")
-def stage(prepared, ray_cluster, tmp_path_factory):
-    """(work folder, measures by name) of one quick run of the stage."""
-    from ray_jobs.bench.sweep import run
-
-    work = tmp_path_factory.mktemp("bench")
-    measures = run(Context(work=work, quick=True, cohorts={"small32": prepared}))
-    return work, {m.name: m for m in measures}
+@pytest.fixture
+def stage(background):
+    """(work folder, measures by name) of the sweep stage of the lane's `radiogen bench --quick`."""
+    assert background.returncode == 0, background.stdout[-3000:]
+    report = json.loads((background.out / "bench.json").read_text())
+    return background.out / "work", {m["name"]: Measure(**m) for m in report["measures"] if m["stage"] == "sweep"}
 
 
 def summary(work, label: str) -> dict:
@@ -48,6 +49,7 @@ def reference_figure(m: Measure) -> float:
     return float(re.search(r"\(([0-9.]+) ", m.reference).group(1))
 
 
+@in_background(bench_quick)
 def test_measures_are_well_formed(stage):
     _, measures = stage
     assert set(measures) == {COMPUTE, WALL, THROUGHPUT, STARTUP, TRAIN_STARTUP}
@@ -63,6 +65,7 @@ def test_measures_are_well_formed(stage):
     assert measures[STARTUP].target == "<= 3 s" and measures[STARTUP].met == (measures[STARTUP].value <= 3)
 
 
+@in_background(bench_quick)
 def test_compute_is_what_the_two_sweeps_trained(stage):
     work, measures = stage
     asha, full = summary(work, "asha"), summary(work, "full")
@@ -78,6 +81,7 @@ def test_compute_is_what_the_two_sweeps_trained(stage):
     assert ("same best configuration" if same else "a different best configuration") in m.note
 
 
+@in_background(bench_quick)
 def test_throughput_is_over_the_asha_sweeps_wall_time_and_a_plain_run_of_as_many_steps(stage):
     work, measures = stage
     asha = summary(work, "asha")
@@ -92,6 +96,7 @@ def test_throughput_is_over_the_asha_sweeps_wall_time_and_a_plain_run_of_as_many
     assert max(h.step for h in client.get_metric_history(local[0].info.run_id, "loss/G/total")) == steps
 
 
+@in_background(bench_quick)
 def test_startup_is_the_median_of_the_phases_the_trials_logged(stage):
     work, measures = stage
     client = client_of(work)
@@ -107,6 +112,7 @@ def test_startup_is_the_median_of_the_phases_the_trials_logged(stage):
     assert measures[TRAIN_STARTUP].value == pytest.approx(firsts["ray"][0])
 
 
+@in_background(bench_quick)
 def test_a_direct_trial_a_ray_train_trial_and_local_train_identically(stage):
     """The three sweeps' first trial is the same configuration (the file's points_to_evaluate, seed 0), and the
     plain run trains the same base experiment: same batches (the seeded in-memory permutation), same checkpoint

@@ -1,37 +1,43 @@
 """The README's main job, `make demo`, in a reduced form through the same entry point (DEMO_ARGS: a small cohort,
-2 trials of 12 steps, few permutations), on the session's Ray cluster (RAY_ADDRESS) and MLflow server."""
+2 trials of 12 steps, few permutations), as a new user runs it: its own local Ray cluster and sqlite tracking store.
+It runs in the background lane (tests/background.py), beside the tests on the session's Ray cluster."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
+import sys
 
+from .background import in_background, lane_env
 from .helpers import REPO
 
 
 ESTIMATORS = ("direct", "classical", "regressor-lasso", "synthesis-gradient")
 """One map of each kind, the generator's by its cheapest (the others differ in parameters, not in the path they
 take; synthesis-intervention, the costliest, is in the full table tests/test_eval.py checks with a baseline)."""
+DEMO_ARGS = f"--subjects 10 --trials 2 --steps 12 --n-perm 20 --estimators {','.join(ESTIMATORS)}"
 
 
-def make_demo(out_dir, gcs: str, uri: str) -> str:
-    cmd = ["make", "demo", f"DEMO={out_dir}", f"DEMO_ARGS=--subjects 10 --trials 2 --steps 12 --n-perm 20 "
-                                              f"--estimators {','.join(ESTIMATORS)}"]
-    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
-                         env={**os.environ, "RAY_ADDRESS": gcs, "MLFLOW_TRACKING_URI": uri})
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return res.stdout + res.stderr
+def make_demo(out) -> list[str]:
+    return ["make", "demo", f"DEMO={out / 'demo'}", f"DEMO_ARGS={DEMO_ARGS}"]
 
 
-def test_make_demo_runs_every_stage_quietly_and_reuses_them(ray_cluster, mlflow_server, tmp_path, capsys):
+def refused_before_its_first_trial(out) -> list[str]:
+    """Leave what a sweep refused before its first trial leaves (a folder without sweep.json), and give the
+    command, `make demo`, that must start that sweep again, not resume it. (The lane calls this just before the
+    command runs.)"""
+    folder = out / "demo" / "sweeps" / "demo"
+    folder.mkdir(parents=True)
+    (folder / "driver.log").write_text("refused\n")
+    return make_demo(out)
+
+
+@in_background(refused_before_its_first_trial)
+def test_make_demo_runs_every_stage_quietly_and_reuses_them(background, capsys):
     from mlflow import MlflowClient
 
-    gcs = ray_cluster.get_runtime_context().gcs_address
-    # What a sweep refused before its first trial leaves (a folder without sweep.json): started again, not resumed.
-    (tmp_path / "demo" / "sweeps" / "demo").mkdir(parents=True)
-    (tmp_path / "demo" / "sweeps" / "demo" / "driver.log").write_text("refused\n")
-    out = make_demo(tmp_path / "demo", gcs, mlflow_server)
+    assert background.returncode == 0, background.stdout[-5000:]
+    out, demo = background.stdout, background.out / "demo"
     lines = out.splitlines()
     assert len(lines) < 200, out
     for stage in ("cohort", "prep", "sweep", "baseline", "eval"):
@@ -41,15 +47,17 @@ def test_make_demo_runs_every_stage_quietly_and_reuses_them(ray_cluster, mlflow_
     for estimator in ESTIMATORS:
         assert sum(line.startswith(f"    {estimator}: ") for line in lines) == 1, estimator  # the estimators table
     assert sum(line.startswith("    synthesis-gradient (baseline): ") for line in lines) == 1  # MC-GAN's map beside
-    assert "realism, radiomic Frechet distance" in out and "MLflow: open " in out
+    assert "realism, radiomic Frechet distance" in out
+    uri = f"sqlite:///{demo / 'mlflow.db'}"
+    assert "MLflow: open the tracking UI with: " in out and f"--backend-store-uri {uri} --host 127.0.0.1" in out
     assert "warning: the heldout split has 5 subjects, fewer than 8" in out  # 10 subjects: 5 train, 5 held out
-    report = tmp_path / "demo" / "eval" / "demo"
+    report = demo / "eval" / "demo"
     assert (report / "report.md").is_file() and any((report / "figures").glob("*.png"))
     metrics = json.loads((report / "metrics.json").read_text())["metrics"]
     assert any(k.endswith("/baseline/realism/frechet_radiomic") for k in metrics)  # evaluated against MC-GAN
 
     # Everything is in MLflow: the sweep's parent with its trials nested, the baseline, the evaluation of the best.
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(uri)
     exp = client.get_experiment_by_name("radiogen-demo")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3 opens it on runs, not GenAI
     runs = client.search_runs([exp.experiment_id])
@@ -61,16 +69,18 @@ def test_make_demo_runs_every_stage_quietly_and_reuses_them(ray_cluster, mlflow_
     evals = [r for r in runs if r.data.tags.get("radiogen.kind") == "eval"]
     assert len(evals) == 1 and evals[0].data.tags["mlflow.parentRunId"] in {c.info.run_id for c in children}
 
-    # A re-run reuses every stage.
-    again = make_demo(tmp_path / "demo", gcs, mlflow_server)
+    # A re-run reuses every stage (nothing of it starts Ray).
+    res = subprocess.run(make_demo(background.out), cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env=lane_env())
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     for stage in ("cohort", "prep", "baseline", "eval"):
-        assert f"demo {stage}: reused " in again, stage
+        assert f"demo {stage}: reused " in res.stdout, stage
     assert len(client.search_runs([exp.experiment_id])) == len(runs)  # no new run
 
     # A re-run that asks for something else is refused before anything runs: nothing of the first is reused for it.
     from ray_jobs.cli import main
 
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--subjects", "12", "--trials", "2", "--steps", "12"]) == 2
+    assert main(["demo", "--out", str(demo), "--subjects", "12", "--trials", "2", "--steps", "12"]) == 2
     err = capsys.readouterr().err
     assert "holds a demo made with --subjects 10 --trials 2 --steps 12" in err and "Traceback" not in err
     assert "this run asks for --subjects 12 --trials 2 --steps 12" in err
