@@ -27,11 +27,17 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     by_command: dict[object, Job] = {}  # tests marked with the same command share one run of it
     if not config.option.collectonly:
         for item in items:
-            command = getattr(getattr(item, "function", None), "background_command", None)
+            test = getattr(item, "function", None)
+            command = getattr(test, "background_command", None)
             if command is not None:
                 if command not in by_command:
-                    by_command[command] = Job(command, Path(tempfile.mkdtemp(prefix=f"radiogen-{item.name[:40]}-")))
+                    by_command[command] = Job(command, Path(tempfile.mkdtemp(prefix=f"radiogen-{item.name[:40]}-")),
+                                              own_ray=test.background_own_ray)
                 jobs[item.nodeid] = by_command[command]
+    if jobs and any("ray_cluster" in item.fixturenames for item in items):
+        # The session's cluster first: the dashboard agent of every local cluster listens on Ray's fixed port 52365,
+        # and the job API (`ray job submit`) needs it; the lane's own clusters, started later, run without one.
+        start_ray()
     config.stash[BACKGROUND] = Lane(jobs, REPO)
     items[:] = [item for item in items if item.nodeid not in jobs] + [item for item in items if item.nodeid in jobs]
 
@@ -60,6 +66,15 @@ def background(request):
     return job.result(timeout=900)
 
 
+@pytest.fixture
+def sole_ray_cluster(ray_cluster, request):
+    """The session's Ray cluster once it is the machine's only one (the lane's commands with their own have ended):
+    Ray's internals in a worker that look up their cluster without its address (Ray Train's placement-group cleaner
+    calls the state API) find it only then, and otherwise print a traceback into the job's output."""
+    request.config.stash[BACKGROUND].wait_for_own_rays(timeout=900)
+    return ray_cluster
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """The real third-party CT, masks and gene tables (../shared/data/real); CI has them."""
@@ -68,16 +83,22 @@ def real_data() -> Path:
     return SHARED_REAL
 
 
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """A real local Ray cluster shared by every test that needs one (2 CPUs, dashboard on loopback: its job API
-    takes `ray job submit`)."""
+def start_ray():
+    """The session's real local Ray cluster, once (2 CPUs, dashboard on loopback: its job API takes `ray job
+    submit`)."""
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
                  log_to_driver=False, configure_logging=False)
+    return ray
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The session's Ray cluster, shared by every test that needs one."""
+    ray = start_ray()
     yield ray
     ray.shutdown()
 
