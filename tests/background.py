@@ -25,11 +25,10 @@ Command = Callable[[Path], list[str]]
 """The command line of a test's work, given the folder it writes into."""
 
 
-def in_background(command: Command, own_ray: bool = False) -> Callable:
-    """Mark a test: `command(folder)` runs in the session's background lane; the `background` fixture waits for it.
-    `own_ray`: the command starts a local Ray cluster of its own (the lane runs those first)."""
+def in_background(command: Command) -> Callable:
+    """Mark a test: `command(folder)` runs in the session's background lane; the `background` fixture waits for it."""
     def mark(test: Callable) -> Callable:
-        test.background_command, test.background_own_ray = command, own_ray
+        test.background_command = command
         return test
     return mark
 
@@ -53,9 +52,8 @@ def lane_env() -> dict[str, str]:
 class Job:
     """One test's command; its output goes to a file beside its folder."""
 
-    def __init__(self, command: Command, root: Path, own_ray: bool = False) -> None:
+    def __init__(self, command: Command, root: Path) -> None:
         self.command, self.root, self.out, self.log = command, root, root / "out", root / "output.txt"
-        self.own_ray = own_ray
         self.done = threading.Event()
         self.proc: subprocess.Popen | None = None
         self.cancelled = False
@@ -100,23 +98,22 @@ class Job:
 
 
 class Lane:
-    """Runs its jobs (by test node id; tests may share one) one after another in a daemon thread: those with a Ray
-    cluster of their own first, then in the order given (the tests' collection order)."""
+    """Runs its jobs (by test node id; tests may share one) one after another in a daemon thread, in the order
+    given (the tests' collection order)."""
 
     def __init__(self, jobs: dict[str, Job], cwd: Path) -> None:
         self.jobs = jobs
-        unique = sorted(dict.fromkeys(jobs.values()), key=lambda job: not job.own_ray)
+        unique = list(dict.fromkeys(jobs.values()))
         self.thread = threading.Thread(target=lambda: [job.run(cwd) for job in unique], daemon=True,
                                        name="background-lane")
         self.thread.start()
 
-    def wait_for_own_rays(self, timeout: float) -> None:
-        """Until no command of the lane runs a Ray cluster of its own (false after `timeout` seconds)."""
+    def wait(self, timeout: float) -> None:
+        """Until every command of the lane has ended (an AssertionError after `timeout` seconds)."""
         deadline = time.monotonic() + timeout
-        for job in {job for job in self.jobs.values() if job.own_ray}:
+        for job in set(self.jobs.values()):
             if not job.done.wait(max(0.0, deadline - time.monotonic())):
-                raise AssertionError(f"a background command with its own Ray cluster still runs after {timeout:.0f} s; "
-                                     f"its output: {job.log}")
+                raise AssertionError(f"a background command still runs after {timeout:.0f} s; its output: {job.log}")
 
     def stop(self, keep: bool) -> None:
         for job in set(self.jobs.values()):

@@ -16,7 +16,7 @@ from .background import in_background
 from .helpers import bench_quick
 
 
-@in_background(bench_quick, own_ray=True)
+@in_background(bench_quick)
 def test_bench_writes_json_and_table_of_ratios(background):
     assert background.returncode == 0, background.stdout[-3000:]
     out, printed = background.out, background.stdout

@@ -49,7 +49,7 @@ def reference_figure(m: Measure) -> float:
     return float(re.search(r"\(([0-9.]+) ", m.reference).group(1))
 
 
-@in_background(bench_quick, own_ray=True)
+@in_background(bench_quick)
 def test_measures_are_well_formed(stage):
     _, measures = stage
     assert set(measures) == {COMPUTE, WALL, THROUGHPUT, STARTUP, TRAIN_STARTUP}
@@ -65,7 +65,7 @@ def test_measures_are_well_formed(stage):
     assert measures[STARTUP].target == "<= 3 s" and measures[STARTUP].met == (measures[STARTUP].value <= 3)
 
 
-@in_background(bench_quick, own_ray=True)
+@in_background(bench_quick)
 def test_compute_is_what_the_two_sweeps_trained(stage):
     work, measures = stage
     asha, full = summary(work, "asha"), summary(work, "full")
@@ -81,7 +81,7 @@ def test_compute_is_what_the_two_sweeps_trained(stage):
     assert ("same best configuration" if same else "a different best configuration") in m.note
 
 
-@in_background(bench_quick, own_ray=True)
+@in_background(bench_quick)
 def test_throughput_is_over_the_asha_sweeps_wall_time_and_a_plain_run_of_as_many_steps(stage):
     work, measures = stage
     asha = summary(work, "asha")
@@ -96,7 +96,7 @@ def test_throughput_is_over_the_asha_sweeps_wall_time_and_a_plain_run_of_as_many
     assert max(h.step for h in client.get_metric_history(local[0].info.run_id, "loss/G/total")) == steps
 
 
-@in_background(bench_quick, own_ray=True)
+@in_background(bench_quick)
 def test_startup_is_the_median_of_the_phases_the_trials_logged(stage):
     work, measures = stage
     client = client_of(work)
@@ -112,7 +112,7 @@ def test_startup_is_the_median_of_the_phases_the_trials_logged(stage):
     assert measures[TRAIN_STARTUP].value == pytest.approx(firsts["ray"][0])
 
 
-@in_background(bench_quick, own_ray=True)
+@in_background(bench_quick)
 def test_a_direct_trial_a_ray_train_trial_and_local_train_identically(stage):
     """The three sweeps' first trial is the same configuration (the file's points_to_evaluate, seed 0), and the
     plain run trains the same base experiment: same batches (the seeded in-memory permutation), same checkpoint

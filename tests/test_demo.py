@@ -32,7 +32,7 @@ def refused_before_its_first_trial(out) -> list[str]:
     return make_demo(out)
 
 
-@in_background(refused_before_its_first_trial, own_ray=True)
+@in_background(refused_before_its_first_trial)
 def test_make_demo_runs_every_stage_quietly_and_reuses_them(background, capsys):
     from mlflow import MlflowClient
 

@@ -86,7 +86,7 @@ def test_auto_mode_hands_the_rest_to_ray_and_gives_the_same_dataset(cohort: Path
     assert fingerprint == alone_fingerprint
 
 
-@in_background(bench_quick, own_ray=True)
+@in_background(bench_quick)
 def test_bench_stage_measures_are_well_formed(background) -> None:
     """The prep stage of `radiogen bench --quick`: its preps are subprocesses that start their own local Ray
     clusters."""

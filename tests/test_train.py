@@ -184,7 +184,7 @@ def test_config_and_dataset_mismatch_is_explained(prepared, mlflow_server, tmp_p
 
 
 def test_ray_job_submit_of_two_workers_at_default_flags_succeeds_quietly_and_fits_the_cluster(
-        prepared, mlflow_server, ray_dashboard, sole_ray_cluster, tmp_path):
+        prepared, mlflow_server, ray_dashboard, ray_cluster_alone, tmp_path):
     """`ray job submit` as the README gives it (ray_jobs/runtime_env.yaml, `--tracking-uri` expanded by the
     submitting shell, `--num-workers N` without --cpus-per-worker) to the session's real 2-CPU Ray cluster through
     its dashboard's job API (token auth, as every local cluster since Ray 2.59).
