@@ -42,12 +42,6 @@ class Result:
     """The folder the command wrote into."""
 
 
-NICENESS = 10
-"""The lane's CPU priority below the session's: the tests on the session's cluster, the longer path, keep the
-cores they use and the lane takes what they leave (on 2 cores, lane and session at equal priority slowed each other
-by about a quarter more than the work they added)."""
-
-
 def lane_env() -> dict[str, str]:
     """The session's environment less its services (a lane command starts its own Ray cluster and tracking store,
     as a user's command on a fresh machine does), at one torch thread."""
@@ -75,8 +69,8 @@ class Job:
                 return
             self.out.mkdir(parents=True, exist_ok=True)
             sink = self.log.open("w")
-            self.proc = subprocess.Popen(["nice", "-n", str(NICENESS), *self.command(self.out)], cwd=cwd,
-                                         stdout=sink, stderr=subprocess.STDOUT, text=True, env=lane_env())
+            self.proc = subprocess.Popen(self.command(self.out), cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
+                                         text=True, env=lane_env())
         start = time.monotonic()
         try:
             self.proc.wait()
