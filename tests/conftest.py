@@ -40,7 +40,10 @@ def pytest_collection_modifyitems(session, config, items) -> None:
         with contextlib.redirect_stderr(io.StringIO()):  # Ray's start-up notice, printed before the session's
             start_ray()                                    # first line here (a fixture's output is captured)
     config.stash[BACKGROUND] = Lane(jobs, REPO)
-    items[:] = [item for item in items if item.nodeid not in jobs] + [item for item in items if item.nodeid in jobs]
+    # Tests that wait for the lane's end (ray_cluster_alone) next to last, its own tests last: the rest of the
+    # session runs while the lane finishes.
+    alone = {item.nodeid for item in items if "ray_cluster_alone" in item.fixturenames and item.nodeid not in jobs}
+    items[:] = sorted(items, key=lambda item: (item.nodeid in jobs, item.nodeid in alone))  # a stable sort
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
