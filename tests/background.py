@@ -1,13 +1,13 @@
 """Tests whose work is one self-contained command (its own folder; no session Ray cluster, no MLflow server) run it
-in a background lane that starts with the session, beside the other tests: those on the session's Ray cluster leave
-about a third of the 2 cores idle while Ray starts its actors. A test opts in with `@in_background(command)` and
-takes the `background` fixture (conftest.py), the finished command's result; it asserts on it as it would on a run
-of its own.
+in a background lane that starts with the session, beside the other tests: alone, those on the session's Ray
+cluster leave about a third of the 2 cores idle while Ray starts its actors. A test opts in with
+`@in_background(command)` and takes the `background` fixture (conftest.py), the finished command's result; it
+asserts on it as it would on a run of its own.
 
-The lane runs the commands one after another, each at one torch thread (OMP_NUM_THREADS=1) and without the
-session's RAY_ADDRESS and MLFLOW_TRACKING_URI: one core's worth of work beside the session, not a second session
-fighting it for both. Tests marked with the same command share one run of it, and the lane's tests run last, so
-the others never wait for it; the session's summary says how long each command took.
+The lane runs the commands one after another, without the session's RAY_ADDRESS and MLFLOW_TRACKING_URI (a command
+that needs Ray or a tracking store starts its own, as on a fresh machine) and at one torch thread per process
+(OMP_NUM_THREADS=1). Tests marked with the same command share one run of it, and the lane's tests run last, so the
+others never wait for it; the session's summary says how long each command took.
 """
 
 from __future__ import annotations
