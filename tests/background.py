@@ -52,8 +52,10 @@ def lane_env() -> dict[str, str]:
 class Job:
     """One test's command; its output goes to a file beside its folder."""
 
-    def __init__(self, command: Command, root: Path) -> None:
+    def __init__(self, command: Command, root: Path, label: str) -> None:
         self.command, self.root, self.out, self.log = command, root, root / "out", root / "output.txt"
+        self.label = label
+        """The first test that takes the command's result, named in the session's summary."""
         self.done = threading.Event()
         self.proc: subprocess.Popen | None = None
         self.cancelled = False
@@ -103,18 +105,19 @@ class Lane:
 
     def __init__(self, jobs: dict[str, Job], cwd: Path) -> None:
         self.jobs = jobs
-        unique = list(dict.fromkeys(jobs.values()))
-        self.thread = threading.Thread(target=lambda: [job.run(cwd) for job in unique], daemon=True,
+        self.commands = list(dict.fromkeys(jobs.values()))
+        """Each job once, in the order they run."""
+        self.thread = threading.Thread(target=lambda: [job.run(cwd) for job in self.commands], daemon=True,
                                        name="background-lane")
         self.thread.start()
 
     def wait(self, timeout: float) -> None:
         """Until every command of the lane has ended (an AssertionError after `timeout` seconds)."""
         deadline = time.monotonic() + timeout
-        for job in set(self.jobs.values()):
+        for job in self.commands:
             if not job.done.wait(max(0.0, deadline - time.monotonic())):
                 raise AssertionError(f"a background command still runs after {timeout:.0f} s; its output: {job.log}")
 
     def stop(self, keep: bool) -> None:
-        for job in set(self.jobs.values()):
+        for job in self.commands:
             job.stop(keep)

@@ -32,7 +32,8 @@ def pytest_collection_modifyitems(session, config, items) -> None:
             command = getattr(getattr(item, "function", None), "background_command", None)
             if command is not None:
                 if command not in by_command:
-                    by_command[command] = Job(command, Path(tempfile.mkdtemp(prefix=f"radiogen-{item.name[:40]}-")))
+                    by_command[command] = Job(command, Path(tempfile.mkdtemp(prefix=f"radiogen-{item.name[:40]}-")),
+                                              label=item.name)
                 jobs[item.nodeid] = by_command[command]
     if jobs and any("ray_cluster" in item.fixturenames for item in items):
         # The session's cluster first: the dashboard agent of every local cluster listens on Ray's fixed port 52365,
@@ -49,10 +50,10 @@ def pytest_collection_modifyitems(session, config, items) -> None:
 def pytest_terminal_summary(terminalreporter) -> None:
     """How long each background command ran: what to weigh before moving another test into the lane."""
     lane = terminalreporter.config.stash.get(BACKGROUND, None)
-    ran = [] if lane is None else [job for job in dict.fromkeys(lane.jobs.values()) if job.seconds is not None]
+    ran = [] if lane is None else [job for job in lane.commands if job.seconds is not None]
     if ran:
         terminalreporter.write_line(f"background lane: {sum(j.seconds for j in ran):.0f} s: " + ", ".join(
-            f"{j.root.name.rsplit('-', 1)[0].removeprefix('radiogen-')} {j.seconds:.0f} s" for j in ran))
+            f"{j.label} {j.seconds:.0f} s" for j in ran))
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 from .background import in_background, lane_env
 from .helpers import REPO
